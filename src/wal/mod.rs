@@ -85,6 +85,8 @@ pub(crate) struct State {
     pub(crate) visible_end: u64,
     pub(crate) poisoned: Option<String>,
     pub(crate) disk_bytes: u64,
+    /// What `log.state` holds: this session's epoch and the offset floor.
+    pub(crate) log_state: recovery::LogState,
 }
 
 #[derive(Debug)]
@@ -96,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) keys: RwLock<TenantKeys>,
     pub(crate) state: RwLock<State>,
     pub(crate) index_cache: Mutex<HashMap<u64, Arc<Vec<RecordLoc>>>>,
+    /// Serialises segment deletions (each rewrites `log.state`).
+    pub(crate) delete_lock: Mutex<()>,
 }
 
 /// How many sealed segments' record tables readers keep in memory.
@@ -160,6 +164,7 @@ impl Wal {
             keys: RwLock::new(keys),
             state: RwLock::new(State::default()),
             index_cache: Mutex::new(HashMap::new()),
+            delete_lock: Mutex::new(()),
         });
         let (report, epoch) = recovery::recover(&shared)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -349,6 +354,20 @@ impl Wal {
             }
             (seg.info.path.clone(), seg.info.bytes)
         };
+        let _serial = self
+            .shared
+            .delete_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Raise the offset floor first, so that offsets are never reused even if this was
+        // the last segment and the process restarts before another one is written.
+        let mut ls = self.shared.read_state().log_state;
+        let end = self.shared.read_state().segments.get(&base).map_or(0, |g| g.info.end_offset);
+        if end > ls.offset_floor {
+            ls.offset_floor = end;
+            recovery::write_log_state(&self.shared, ls)?;
+            self.shared.write_state().log_state = ls;
+        }
         let fs = &self.shared.fs;
         let idx = self.shared.path(&segment::index_file_name(base));
         // The index goes first: a segment without an index is rescanned, an index without a

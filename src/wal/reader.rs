@@ -101,8 +101,13 @@ struct SegView {
     max_ts: Option<i64>,
     key_id: u32,
     file: Arc<dyn FsFile>,
-    records: Option<Vec<RecordLoc>>,
+    /// For the segment being written: its records from the one holding the requested
+    /// offset on, at most `ACTIVE_SLICE` of them, and whether that reaches its last record.
+    active: Option<(Vec<RecordLoc>, bool)>,
 }
+
+/// Most record locations copied out of the segment being written per step of a read.
+const ACTIVE_SLICE: usize = 4096;
 
 /// The segment holding `offset`, or the first one after it.
 fn segment_at(shared: &Shared, offset: u64) -> Option<SegView> {
@@ -113,6 +118,11 @@ fn segment_at(shared: &Shared, offset: u64) -> Option<SegView> {
         .next_back()
         .filter(|(_, g)| g.info.end_offset > offset || g.info.sealed_ms.is_none());
     let (_, g) = containing.or_else(|| s.segments.range(offset + 1..).next())?;
+    let active = g.records.as_ref().map(|r| {
+        let i = r.partition_point(|l| l.end_offset() <= offset);
+        let j = (i + ACTIVE_SLICE).min(r.len());
+        (r[i..j].to_vec(), j == r.len())
+    });
     Some(SegView {
         base: g.info.base_offset,
         end: g.info.end_offset,
@@ -120,13 +130,14 @@ fn segment_at(shared: &Shared, offset: u64) -> Option<SegView> {
         max_ts: g.info.max_ts,
         key_id: g.info.key_id,
         file: Arc::clone(&g.file),
-        records: g.records.clone(),
+        active,
     })
 }
 
-fn records_of(shared: &Shared, seg: &mut SegView) -> Result<Arc<Vec<RecordLoc>>> {
-    if let Some(r) = seg.records.take() {
-        return Ok(Arc::new(r));
+/// The record table of a segment and whether it is complete.
+fn records_of(shared: &Shared, seg: &mut SegView) -> Result<(Arc<Vec<RecordLoc>>, bool)> {
+    if let Some((r, complete)) = seg.active.take() {
+        return Ok((Arc::new(r), complete));
     }
     if let Some(r) = shared
         .index_cache
@@ -134,7 +145,7 @@ fn records_of(shared: &Shared, seg: &mut SegView) -> Result<Arc<Vec<RecordLoc>>>
         .unwrap_or_else(|p| p.into_inner())
         .get(&seg.base)
     {
-        return Ok(Arc::clone(r));
+        return Ok((Arc::clone(r), true));
     }
     let path = shared.path(&segment::index_file_name(seg.base));
     let f = shared.fs.open(&path).map_err(|e| Error::io(&path, e))?;
@@ -146,7 +157,7 @@ fn records_of(shared: &Shared, seg: &mut SegView) -> Result<Arc<Vec<RecordLoc>>>
     })?;
     let records = Arc::new(idx.records);
     cache_index(shared, seg.base, Arc::clone(&records));
-    Ok(records)
+    Ok((records, true))
 }
 
 /// Reads and opens one record. `Ok(Err(_))` is a corrupt record (skip it); `Err` is a failure
@@ -257,7 +268,8 @@ fn walk(
             cur = seg.end.min(visible);
             continue;
         }
-        let records = records_of(shared, &mut seg)?;
+        let (records, complete) = records_of(shared, &mut seg)?;
+        let before = cur;
         let first = records.partition_point(|r| r.end_offset() <= cur);
         for loc in &records[first..] {
             if loc.first_offset >= visible {
@@ -289,12 +301,11 @@ fn walk(
                 break 'segments;
             }
         }
-        // Past the last record of this segment: move on to the next one.
-        let seg_end = records.last().map_or(seg.end, |r| r.end_offset()).max(seg.end);
-        if cur < seg_end {
-            cur = seg_end;
+        if complete {
+            // Past the last record of this segment: offsets up to its end hold nothing.
+            cur = cur.max(seg.end.min(visible));
         }
-        if seg.end <= seg.base && records.is_empty() {
+        if cur == before {
             break;
         }
     }

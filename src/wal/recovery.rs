@@ -278,14 +278,13 @@ pub(crate) fn recover(shared: &Shared) -> Result<(RecoveryReport, u32)> {
             reason: "the writer epoch is exhausted".into(),
         },
     })?;
-    write_log_state(
-        shared,
-        LogState {
-            epoch,
-            offset_floor: stored.offset_floor,
-        },
-    )?;
+    let log_state = LogState {
+        epoch,
+        offset_floor: stored.offset_floor,
+    };
+    write_log_state(shared, log_state)?;
     let mut s = shared.write_state();
+    s.log_state = log_state;
     s.visible_end = end;
     report.segments = s.segments.len();
     report.end_offset = end;

@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -367,6 +367,18 @@ impl Writer {
             return Ok(());
         };
         let path = self.shared.path(&segment::segment_file_name(a.base));
+        if a.records == 0 {
+            // Nothing was ever acknowledged in it (the first write failed or a key rotation
+            // came first): remove it so a new segment can take the same base offset.
+            let fs = &self.shared.fs;
+            fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            fs.sync_dir(&self.shared.dir)
+                .map_err(|e| Error::io(&self.shared.dir, e))?;
+            let mut s = self.shared.write_state();
+            s.segments.remove(&a.base);
+            s.disk_bytes = s.disk_bytes.saturating_sub(a.len);
+            return Ok(());
+        }
         a.file.sync_data().map_err(|e| Error::io(&path, e))?;
         self.dirty_since = None;
         let records = {
@@ -416,6 +428,3 @@ pub(crate) fn write_index(shared: &Shared, idx: &SegmentIndex) -> Result<u64> {
     fs.sync_dir(&shared.dir).map_err(io)?;
     Ok(bytes.len() as u64)
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: Duration) {}
