@@ -151,6 +151,17 @@ pub enum Error {
         /// The key id named in the segment header.
         key_id: u32,
     },
+    /// The tenant's keyring is gone (crypto-shredded) while segments remain: they cannot be
+    /// decrypted. Delete the tenant's data directory to start afresh.
+    #[error(
+        "the keys of tenant {tenant} were erased: its {segments} remaining segments cannot be decrypted; delete its data directory"
+    )]
+    KeysErased {
+        /// The tenant.
+        tenant: String,
+        /// Segment files still on disk.
+        segments: usize,
+    },
     /// The master key could not be loaded or is malformed.
     #[error("master key: {0}")]
     MasterKey(String),

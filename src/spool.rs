@@ -320,6 +320,15 @@ impl Tenant {
     }
 }
 
+fn segment_files(fs: &Arc<dyn Fs>, wal_dir: &std::path::Path) -> usize {
+    fs.list(wal_dir).map_or(0, |names| {
+        names
+            .iter()
+            .filter(|n| crate::wal::segment::parse_segment_file_name(n).is_some())
+            .count()
+    })
+}
+
 #[derive(Debug)]
 struct SpoolShared {
     config: SpoolConfig,
@@ -389,8 +398,15 @@ impl Spool {
         };
         for entry in std::fs::read_dir(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))? {
             let entry = entry.map_err(|e| Error::io(&tenants_dir, e))?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| TenantId::new(n).ok()) {
-                spool.tenant(&id)?;
+            let Some(id) = entry.file_name().to_str().and_then(|n| TenantId::new(n).ok()) else {
+                continue;
+            };
+            match spool.tenant(&id) {
+                Ok(_) => {}
+                // An erase interrupted after the keys went: the data is unreadable anyway;
+                // the other tenants must still open.
+                Err(e @ Error::KeysErased { .. }) => tracing::warn!(tenant = %id, "{e}"),
+                Err(e) => return Err(e),
             }
         }
         Ok(spool)
@@ -417,13 +433,16 @@ impl Spool {
             .map_or_else(|| cfg.log.clone(), |(_, c)| c.clone());
         let dir = self.tenant_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // A keyring is created only for a tenant without data: data without a keyring means
+        // its keys were erased, and a fresh key could never open it.
+        let existing = segment_files(&self.shared.fs, &dir.join("wal"));
         let keys = self
             .shared
             .keyring
-            .load(id, true)?
-            .ok_or_else(|| Error::KeyUnavailable {
+            .load(id, existing == 0)?
+            .ok_or_else(|| Error::KeysErased {
                 tenant: id.to_string(),
-                key_id: 0,
+                segments: existing,
             })?;
         let (wal, report) = Wal::open(
             Arc::clone(&self.shared.fs),
@@ -462,6 +481,27 @@ impl Spool {
         });
         map.insert(id.clone(), Arc::clone(&t));
         Ok(t)
+    }
+
+    /// Crypto-shredding: closes the tenant's log, erases its keyring (after which no record
+    /// of it can be decrypted, even if the next step is interrupted), then deletes its data.
+    pub fn erase_tenant(&self, id: &TenantId) -> Result<()> {
+        let t = self
+            .shared
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(t) = t {
+            let _ = t.wal.close_blocking();
+        }
+        self.shared.keyring.erase(id)?;
+        let dir = self.tenant_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&dir, e)),
+        }
     }
 
     /// Every open tenant.
