@@ -168,10 +168,16 @@ impl Writer {
         let mut replies: Vec<(oneshot::Sender<Result<Range<u64>>>, Range<u64>)> =
             Vec::with_capacity(appends.len());
         let mut rest = appends.into_iter();
+        // The reply of an append whose segment roll or creation failed: it must hear the
+        // error, not see its channel dropped (which reads as `Closed`).
+        let mut failed: Option<oneshot::Sender<Result<Range<u64>>>> = None;
         let result = self.guarded(|w| {
             for a in rest.by_ref() {
-                let (reply, range) = w.add_record(a)?;
-                replies.push((reply, range));
+                if let Err(e) = w.make_room(a.sealed.len()) {
+                    failed = Some(a.reply);
+                    return Err(e);
+                }
+                replies.push(w.add_record(a));
             }
             w.flush_buf()?;
             w.commit()
@@ -186,7 +192,8 @@ impl Writer {
                 let cause = e.to_string();
                 let mut first = Some(e);
                 let unsent = rest.map(|a| a.reply);
-                for tx in replies.into_iter().map(|(tx, _)| tx).chain(unsent) {
+                let all = replies.into_iter().map(|(tx, _)| tx).chain(failed).chain(unsent);
+                for tx in all {
                     let err = first.take().unwrap_or_else(|| self.poisoned_error(cause.clone()));
                     let _ = tx.send(Err(err));
                 }
@@ -194,12 +201,10 @@ impl Writer {
         }
     }
 
-    /// Seals `a` into the group buffer, rolling the segment first if needed.
-    fn add_record(
-        &mut self,
-        mut a: AppendReq,
-    ) -> Result<(oneshot::Sender<Result<Range<u64>>>, Range<u64>)> {
-        let frame_len = (super::record::FRAME_HEADER_LEN + a.sealed.len() + seal::TAG_LEN) as u64;
+    /// Rolls the segment if a record of `sealed_len` compressed bytes does not fit, and
+    /// creates the segment to write into if there is none.
+    fn make_room(&mut self, sealed_len: usize) -> Result<()> {
+        let frame_len = (super::record::FRAME_HEADER_LEN + sealed_len + seal::TAG_LEN) as u64;
         if self.needs_roll(frame_len) {
             self.flush_buf()?;
             self.seal_active()?;
@@ -207,7 +212,12 @@ impl Writer {
         if self.active.is_none() {
             self.create_segment()?;
         }
-        let active = self.active.as_ref().expect("created above");
+        Ok(())
+    }
+
+    /// Seals `a` into the group buffer of the active segment (see `make_room`).
+    fn add_record(&mut self, mut a: AppendReq) -> (oneshot::Sender<Result<Range<u64>>>, Range<u64>) {
+        let active = self.active.as_ref().expect("make_room created the active segment");
         let nonce = seal::nonce(self.epoch, self.counter);
         self.counter += 1;
         let header = FrameHeader {
@@ -237,7 +247,7 @@ impl Writer {
         });
         let range = self.next_offset..self.next_offset + u64::from(a.count);
         self.next_offset = range.end;
-        Ok((a.reply, range))
+        (a.reply, range)
     }
 
     fn needs_roll(&self, frame_len: u64) -> bool {
