@@ -302,8 +302,13 @@ fn walk(
             }
         }
         if complete {
-            // Past the last record of this segment: offsets up to its end hold nothing.
-            cur = cur.max(seg.end.min(visible));
+            // Past the last record of this segment. Offsets up to its end are normally none;
+            // any there were lost to damage recovery found (a corrupt tail of the segment).
+            let end = seg.end.min(visible);
+            if end > cur {
+                out.skip(cur..end, SkipReason::Missing);
+            }
+            cur = cur.max(end);
         }
         if cur == before {
             break;

@@ -92,8 +92,8 @@ impl RecoveryReport {
 pub(crate) struct Scan {
     pub(crate) records: Vec<RecordLoc>,
     pub(crate) corrupt: Vec<(u64, u64, Range<u64>, Corruption)>,
-    /// `(valid_len, torn_bytes)` when the file ends in an incomplete frame.
-    pub(crate) torn: Option<(u64, u64)>,
+    /// `(valid_len, torn_bytes, reason)` when the file ends in an incomplete or bad frame.
+    pub(crate) torn: Option<(u64, u64, Corruption)>,
 }
 
 fn valid_frame_at(bytes: &[u8], pos: usize, expected: u64) -> Result<record::FrameHeader, Corruption> {
@@ -135,7 +135,7 @@ pub(crate) fn scan(bytes: &[u8], base: u64) -> Scan {
                         pos = q;
                     }
                     None => {
-                        out.torn = Some((pos as u64, (bytes.len() - pos) as u64));
+                        out.torn = Some((pos as u64, (bytes.len() - pos) as u64, reason));
                         break;
                     }
                 }
@@ -253,14 +253,16 @@ pub(crate) fn recover(shared: &Shared) -> Result<(RecoveryReport, u32)> {
         events: Vec::new(),
     };
     let mut end = 0u64;
+    let mut floor = stored.offset_floor;
     let mut max_epoch = stored.epoch;
-    for base in bases {
+    for (i, &base) in bases.iter().enumerate() {
         let path = shared.path(&segment::segment_file_name(base));
-        let Some(opened) = open_segment(shared, base, end, &mut report)? else {
+        let Some(opened) = open_segment(shared, base, end, &mut floor, &mut report)? else {
             continue;
         };
         max_epoch = max_epoch.max(opened.header.epoch);
-        if let Some(seg) = load_segment(shared, base, opened, &mut report)? {
+        let next_base = bases.get(i + 1).copied();
+        if let Some(seg) = load_segment(shared, base, opened, next_base, &mut report)? {
             end = seg.info.end_offset;
             let mut s = shared.write_state();
             s.disk_bytes += seg.info.bytes;
@@ -269,7 +271,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<(RecoveryReport, u32)> {
             let _ = path;
         }
     }
-    end = end.max(stored.offset_floor);
+    end = end.max(floor);
     let epoch = max_epoch.checked_add(1).ok_or_else(|| Error::Corrupt {
         path: shared.path(STATE_FILE),
         position: 8,
@@ -280,15 +282,30 @@ pub(crate) fn recover(shared: &Shared) -> Result<(RecoveryReport, u32)> {
     })?;
     let log_state = LogState {
         epoch,
-        offset_floor: stored.offset_floor,
+        offset_floor: floor,
     };
-    write_log_state(shared, log_state)?;
+    // Without a durable epoch no record may be sealed (its nonce could repeat), but on a full
+    // disk the log must still open for reading, or it could never be drained to free space:
+    // open it poisoned instead of failing.
+    let poisoned = match write_log_state(shared, log_state) {
+        Ok(()) => None,
+        Err(e) if is_storage_full(&e) => {
+            tracing::error!(tenant = %shared.tenant, error = %e, "disk full: the log opens read-only");
+            Some(format!("the disk is full, the log was opened read-only: {e}"))
+        }
+        Err(e) => return Err(e),
+    };
     let mut s = shared.write_state();
     s.log_state = log_state;
+    s.poisoned = poisoned;
     s.visible_end = end;
     report.segments = s.segments.len();
     report.end_offset = end;
     Ok((report, epoch))
+}
+
+fn is_storage_full(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
 }
 
 /// Opens a segment and checks its header; quarantines or removes what cannot be used.
@@ -296,6 +313,7 @@ fn open_segment(
     shared: &Shared,
     base: u64,
     prev_end: u64,
+    floor: &mut u64,
     report: &mut RecoveryReport,
 ) -> Result<Option<Opened>> {
     let fs = &shared.fs;
@@ -329,6 +347,11 @@ fn open_segment(
             Ok(None)
         }
         Err(reason) => {
+            if !matches!(reason, Corruption::WrongTenant { .. }) {
+                // Our own segment, unreadable: its offsets may have been read and forwarded,
+                // so they must never be given to new data.
+                *floor = (*floor).max(quarantined_end(shared, base, &*file, len));
+            }
             let to = path.with_extension("seg.corrupt");
             fs.rename(&path, &to).map_err(|e| Error::io(&path, e))?;
             fs.sync_dir(&shared.dir)
@@ -341,6 +364,17 @@ fn open_segment(
             Ok(None)
         }
     }
+}
+
+/// One past the last offset a segment that is being quarantined may hold: from its index if
+/// that is valid, else from the frames that still check out, else its base.
+fn quarantined_end(shared: &Shared, base: u64, file: &dyn FsFile, len: u64) -> u64 {
+    let from_index = read_index(shared, base, len).map_or(base, |i| i.end_offset);
+    let from_frames = read_all(file)
+        .ok()
+        .and_then(|b| scan(&b, base).records.last().map(RecordLoc::end_offset))
+        .unwrap_or(base);
+    base.max(from_index).max(from_frames)
 }
 
 fn remove_segment(shared: &Shared, base: u64) -> Result<()> {
@@ -371,22 +405,27 @@ fn load_segment(
     shared: &Shared,
     base: u64,
     o: Opened,
+    next_base: Option<u64>,
     report: &mut RecoveryReport,
 ) -> Result<Option<Segment>> {
     let path = shared.path(&segment::segment_file_name(base));
     let idx_path = shared.path(&segment::index_file_name(base));
-    let idx = match read_index(shared, base, o.len) {
-        Some(idx) => idx,
-        None => match scan_and_repair(shared, base, &o, report)? {
-            Some(idx) => idx,
+    let (idx, indexed) = match read_index(shared, base, o.len) {
+        Some(idx) => (idx, true),
+        None => match scan_and_repair(shared, base, &o, next_base, report)? {
+            Some(x) => x,
             None => return Ok(None),
         },
     };
-    let idx_len = shared
-        .fs
-        .open(&idx_path)
-        .and_then(|f| f.len())
-        .map_err(|e| Error::io(&idx_path, e))?;
+    let idx_len = if indexed {
+        shared
+            .fs
+            .open(&idx_path)
+            .and_then(|f| f.len())
+            .map_err(|e| Error::io(&idx_path, e))?
+    } else {
+        0
+    };
     let has = !idx.records.is_empty();
     Ok(Some(Segment {
         info: SegmentInfo {
@@ -401,7 +440,8 @@ fn load_segment(
             sealed_ms: Some(idx.sealed_ms),
         },
         file: o.file,
-        records: None,
+        // Without an index file readers take the record table from memory.
+        records: (!indexed).then_some(idx.records),
     }))
 }
 
@@ -409,8 +449,9 @@ fn scan_and_repair(
     shared: &Shared,
     base: u64,
     o: &Opened,
+    next_base: Option<u64>,
     report: &mut RecoveryReport,
-) -> Result<Option<SegmentIndex>> {
+) -> Result<Option<(SegmentIndex, bool)>> {
     let path = shared.path(&segment::segment_file_name(base));
     let bytes = read_all(&*o.file).map_err(|e| Error::io(&path, e))?;
     report.scanned_segments += 1;
@@ -427,17 +468,39 @@ fn scan_and_repair(
         });
     }
     let mut len = o.len;
-    if let Some((at, bytes)) = scan.torn {
-        o.file
-            .set_len(at)
-            .and_then(|_| o.file.sync_data())
-            .map_err(|e| Error::io(&path, e))?;
-        len = at;
-        report.events.push(RecoveryEvent::TornTailTruncated {
-            segment: path.clone(),
-            at,
-            bytes,
-        });
+    // Offsets the segment covers past its last readable record (see below).
+    let mut lost_tail = None;
+    match (scan.torn, next_base) {
+        (Some((at, bytes, reason)), Some(next)) => {
+            // Only the last segment can end in an interrupted write: a segment is synced and
+            // sealed before the next one is created. A bad tail anywhere else is damage in
+            // the middle of the log: keep the bytes, and report what it held up to the next
+            // segment as unreadable.
+            let from = scan.records.last().map_or(base, |r| r.end_offset());
+            let to = next.max(from);
+            tracing::warn!(tenant = %shared.tenant, segment = %path.display(), position = at, %reason, "corrupt tail of a sealed segment skipped");
+            report.events.push(RecoveryEvent::CorruptRecordSkipped {
+                segment: path.clone(),
+                position: at,
+                skipped_bytes: bytes,
+                offsets: from..to,
+                reason,
+            });
+            lost_tail = Some(to);
+        }
+        (Some((at, bytes, _)), None) => {
+            o.file
+                .set_len(at)
+                .and_then(|_| o.file.sync_data())
+                .map_err(|e| Error::io(&path, e))?;
+            len = at;
+            report.events.push(RecoveryEvent::TornTailTruncated {
+                segment: path.clone(),
+                at,
+                bytes,
+            });
+        }
+        (None, _) => {}
     }
     if scan.records.is_empty() {
         remove_segment(shared, base)?;
@@ -447,6 +510,7 @@ fn scan_and_repair(
     let min_ts = scan.records.iter().map(|r| r.min_ts).min().unwrap_or(i64::MAX);
     let max_ts = scan.records.iter().map(|r| r.max_ts).max().unwrap_or(i64::MIN);
     let end_offset = scan.records.last().map_or(base, |r| r.end_offset());
+    let end_offset = lost_tail.unwrap_or(end_offset).max(end_offset);
     let idx = SegmentIndex {
         base_offset: base,
         end_offset,
@@ -456,9 +520,20 @@ fn scan_and_repair(
         sealed_ms: crate::now_ms(),
         records: scan.records,
     };
-    write_index(shared, &idx)?;
-    report.events.push(RecoveryEvent::IndexRebuilt { segment: path });
-    Ok(Some(idx))
+    // The index only saves the next open a scan: on a full disk, keep the record table in
+    // memory and write the index at a later open.
+    let indexed = match write_index(shared, &idx) {
+        Ok(_) => true,
+        Err(e) if is_storage_full(&e) => {
+            tracing::warn!(tenant = %shared.tenant, segment = %path.display(), error = %e, "disk full: index not written");
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if indexed {
+        report.events.push(RecoveryEvent::IndexRebuilt { segment: path });
+    }
+    Ok(Some((idx, indexed)))
 }
 
 #[cfg(test)]
