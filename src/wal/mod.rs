@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     pub(crate) index_cache: Mutex<HashMap<u64, Arc<Vec<RecordLoc>>>>,
     /// Serialises segment deletions (each rewrites `log.state`).
     pub(crate) delete_lock: Mutex<()>,
+    /// Publishes the visible end offset to waiting consumers.
+    pub(crate) end_tx: tokio::sync::watch::Sender<u64>,
 }
 
 /// How many sealed segments' record tables readers keep in memory.
@@ -165,8 +167,10 @@ impl Wal {
             state: RwLock::new(State::default()),
             index_cache: Mutex::new(HashMap::new()),
             delete_lock: Mutex::new(()),
+            end_tx: tokio::sync::watch::Sender::new(0),
         });
         let (report, epoch) = recovery::recover(&shared)?;
+        shared.end_tx.send_replace(report.end_offset);
         let (tx, rx) = std::sync::mpsc::channel();
         let w = writer::Writer::new(Arc::clone(&shared), epoch);
         let thread = std::thread::Builder::new()
@@ -291,6 +295,12 @@ impl Wal {
     /// uses the newest key from the next append on.
     pub fn set_keys(&self, keys: TenantKeys) {
         *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    /// A channel that holds the end offset and changes whenever appends become readable;
+    /// consumers wait on it instead of polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.end_tx.subscribe()
     }
 
     /// One past the last acknowledged (readable) offset.

@@ -300,6 +300,7 @@ impl Writer {
             self.sync()?;
         }
         self.shared.write_state().visible_end = self.next_offset;
+        self.shared.end_tx.send_replace(self.next_offset);
         Ok(())
     }
 
