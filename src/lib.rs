@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backends;
 pub mod config;
 pub mod cursor;
 pub mod error;

@@ -1,0 +1,225 @@
+//! What every HTTP backend shares: the client (rustls with the ring provider), auth,
+//! `Retry-After` parsing and the default status classification.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Outcome, RejectKind, RetryReason};
+
+/// Longest part of an error body kept for logs and dead letters.
+const MAX_DETAIL: usize = 512;
+
+/// Credentials sent with every request.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// HTTP basic auth (Grafana Cloud: instance id and access-policy token).
+    Basic {
+        /// User name.
+        user: String,
+        /// Password or token.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `Authorization: <scheme> <token>` for other schemes (`Token` for InfluxDB v2).
+    Scheme {
+        /// The scheme word.
+        scheme: String,
+        /// The credential.
+        token: String,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "Auth::None",
+            Self::Basic { .. } => "Auth::Basic(..)",
+            Self::Bearer(_) => "Auth::Bearer(..)",
+            Self::Scheme { .. } => "Auth::Scheme(..)",
+        })
+    }
+}
+
+impl Auth {
+    /// Adds the credentials to a request.
+    pub fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::None => rb,
+            Self::Basic { user, password } => rb.basic_auth(user, Some(password)),
+            Self::Bearer(t) => rb.bearer_auth(t),
+            Self::Scheme { scheme, token } => {
+                rb.header(reqwest::header::AUTHORIZATION, format!("{scheme} {token}"))
+            }
+        }
+    }
+}
+
+/// Builds an HTTP client with rustls (ring provider, webpki roots) and a request timeout.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("metricspool/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with a preconfigured rustls config builds")
+}
+
+/// Parses extra headers given as `(name, value)` pairs; invalid ones are refused.
+pub fn header_map(extra: &[(String, String)]) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in extra {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header {k:?}"))?;
+        h.insert(name, value);
+    }
+    Ok(h)
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The answer of a request, reduced to what classification needs.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+    /// The start of the body.
+    pub body: String,
+}
+
+/// Sends a prepared request and reads the answer; transport failures become `Retry`.
+pub async fn execute(rb: reqwest::RequestBuilder) -> Result<Answer, Outcome> {
+    let resp = rb.send().await.map_err(transport_error)?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let body = resp.text().await.map_err(transport_error)?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body: truncate(&body),
+    })
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(MAX_DETAIL) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Maps a transport error to a retry.
+pub fn transport_error(e: reqwest::Error) -> Outcome {
+    let reason = if e.is_timeout() {
+        RetryReason::Timeout
+    } else {
+        RetryReason::Network
+    };
+    Outcome::Retry {
+        reason,
+        retry_after: None,
+        detail: truncate(&e.to_string()),
+    }
+}
+
+/// The default classification: 2xx delivered; 429 and 5xx retried; 413 too large; every
+/// other status permanent.
+pub fn classify(a: &Answer, body_bytes: u64) -> Outcome {
+    let detail = || format!("HTTP {}: {}", a.status, a.body);
+    match a.status {
+        200..=299 => Outcome::Delivered { bytes: body_bytes },
+        429 => Outcome::Retry {
+            reason: RetryReason::RateLimited,
+            retry_after: a.retry_after,
+            detail: detail(),
+        },
+        500..=599 => Outcome::Retry {
+            reason: RetryReason::ServerError,
+            retry_after: a.retry_after,
+            detail: detail(),
+        },
+        413 => Outcome::Rejected {
+            kind: RejectKind::TooLarge,
+            status: Some(413),
+            reason: detail(),
+        },
+        s => Outcome::Rejected {
+            kind: RejectKind::Permanent,
+            status: Some(s),
+            reason: detail(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").expect("date");
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn statuses_are_classified_as_the_backends_document() {
+        let a = |status| Answer {
+            status,
+            retry_after: None,
+            body: String::new(),
+        };
+        assert!(matches!(classify(&a(204), 1), Outcome::Delivered { .. }));
+        assert!(matches!(
+            classify(&a(429), 1),
+            Outcome::Retry { reason: RetryReason::RateLimited, .. }
+        ));
+        assert!(matches!(
+            classify(&a(503), 1),
+            Outcome::Retry { reason: RetryReason::ServerError, .. }
+        ));
+        assert!(matches!(
+            classify(&a(413), 1),
+            Outcome::Rejected { kind: RejectKind::TooLarge, .. }
+        ));
+        for s in [400, 401, 403, 404, 415, 422] {
+            assert!(matches!(
+                classify(&a(s), 1),
+                Outcome::Rejected { kind: RejectKind::Permanent, .. }
+            ));
+        }
+    }
+}
