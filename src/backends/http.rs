@@ -155,7 +155,10 @@ pub fn transport_error(e: reqwest::Error) -> Outcome {
 pub fn classify(a: &Answer, body_bytes: u64) -> Outcome {
     let detail = || format!("HTTP {}: {}", a.status, a.body);
     match a.status {
-        200..=299 => Outcome::Delivered { bytes: body_bytes },
+        200..=299 => Outcome::Delivered {
+            bytes: body_bytes,
+            skipped: 0,
+        },
         429 => Outcome::Retry {
             reason: RetryReason::RateLimited,
             retry_after: a.retry_after,

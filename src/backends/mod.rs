@@ -113,6 +113,9 @@ pub enum Outcome {
     Delivered {
         /// Request body bytes sent (after compression).
         bytes: u64,
+        /// Samples the backend cannot represent (NaN or infinite values for InfluxDB) that
+        /// were left out of the request; the forwarder counts and logs them.
+        skipped: u64,
     },
     /// Try again later.
     Retry {
