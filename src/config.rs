@@ -104,7 +104,8 @@ impl LogConfig {
         if !(64 << 10..=1 << 30).contains(&self.segment_max_bytes) {
             return bad("segment_max_bytes", "64 KiB to 1 GiB");
         }
-        if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86400)).contains(&self.segment_max_age)
+        if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86400))
+            .contains(&self.segment_max_age)
         {
             return bad("segment_max_age", "1 s to 7 days");
         }

@@ -63,7 +63,10 @@ impl CursorState {
 
     /// Where the next new batch starts: after the last in-flight batch.
     pub fn next_read(&self) -> u64 {
-        self.in_flight_ends.last().copied().unwrap_or(self.committed)
+        self.in_flight_ends
+            .last()
+            .copied()
+            .unwrap_or(self.committed)
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -102,7 +105,7 @@ pub struct CursorStore {
     tenant: TenantId,
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_CONSUMER_NAME
         && name.chars().all(|c| c.is_ascii_graphic());
@@ -198,7 +201,10 @@ impl CursorStore {
             if end < s.committed {
                 return Err(self.err(
                     consumer,
-                    format!("commit of {end} would move the cursor back from {}", s.committed),
+                    format!(
+                        "commit of {end} would move the cursor back from {}",
+                        s.committed
+                    ),
                 ));
             }
             s.committed = end;

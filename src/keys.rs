@@ -79,10 +79,10 @@ impl MasterKey {
         if let Ok(k) = <[u8; 32]>::try_from(bytes.as_slice()) {
             return Ok(Self::from_bytes(k));
         }
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| Error::MasterKey(format!("{} is neither 32 bytes nor hex", path.display())))?;
-        Self::from_hex(text)
-            .map_err(|e| Error::MasterKey(format!("{}: {e}", path.display())))
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::MasterKey(format!("{} is neither 32 bytes nor hex", path.display()))
+        })?;
+        Self::from_hex(text).map_err(|e| Error::MasterKey(format!("{}: {e}", path.display())))
     }
 
     /// Reads the key from environment variable `var` (64 hex digits).
@@ -101,7 +101,8 @@ impl MasterKey {
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let hex: Zeroizing<String> = Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect());
+        let hex: Zeroizing<String> =
+            Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect());
         f.write_all(hex.as_bytes())
             .and_then(|_| f.write_all(b"\n"))
             .and_then(|_| f.sync_all())
@@ -238,7 +239,12 @@ impl Keyring {
     fn unlock(&self, tenant: &TenantId, entries: &[Entry]) -> TenantKeys {
         let keys: BTreeMap<u32, Arc<DataKey>> = entries
             .iter()
-            .map(|e| (e.key_id, Arc::new(self.master.data_key(tenant, e.key_id, &e.seed))))
+            .map(|e| {
+                (
+                    e.key_id,
+                    Arc::new(self.master.data_key(tenant, e.key_id, &e.seed)),
+                )
+            })
             .collect();
         let current = *keys.keys().next_back().expect("a keyring is never empty");
         TenantKeys { current, keys }
@@ -434,7 +440,10 @@ mod tests {
         let second = k.rotate(&t).expect("rotates");
         assert_eq!(second.current().key_id(), 2);
         assert_eq!(second.ids(), vec![1, 2]);
-        let again = ring(d.path()).load(&t, false).expect("loads").expect("exists");
+        let again = ring(d.path())
+            .load(&t, false)
+            .expect("loads")
+            .expect("exists");
         assert_eq!(again.ids(), vec![1, 2]);
     }
 

@@ -47,6 +47,7 @@ pub mod backends;
 pub mod config;
 pub mod cursor;
 pub mod error;
+pub mod forward;
 pub mod keys;
 pub mod payload;
 pub mod sample;
@@ -62,7 +63,9 @@ pub use keys::{Keyring, MasterKey, TenantKeys};
 pub use sample::{Batch, Label, MetricKind, Sample, Series, SeriesSamples};
 pub use spool::{DropReason, Spool, StartAt, Tenant, TenantStats};
 pub use tenant::TenantId;
-pub use wal::{ReadBatch, ReadLimits, RecoveryEvent, RecoveryReport, SegmentInfo, SkipReason, Skipped, Wal};
+pub use wal::{
+    ReadBatch, ReadLimits, RecoveryEvent, RecoveryReport, SegmentInfo, SkipReason, Skipped, Wal,
+};
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub(crate) fn now_ms() -> i64 {

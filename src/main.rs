@@ -93,7 +93,13 @@ fn verify(args: &DataArgs) -> metricspool::Result<bool> {
         let t = spool.tenant(&id)?;
         let (mut at, end, mut samples) = (t.wal().first_offset(), t.wal().end_offset(), 0u64);
         while at < end {
-            let b = t.read_from(at, ReadLimits { max_samples: 1 << 20, max_bytes: 64 << 20 })?;
+            let b = t.read_from(
+                at,
+                ReadLimits {
+                    max_samples: 1 << 20,
+                    max_bytes: 64 << 20,
+                },
+            )?;
             samples += b.batch.sample_count() as u64;
             for s in &b.skipped {
                 ok = false;

@@ -296,7 +296,11 @@ impl Batch {
             let lo = from.max(pos);
             let hi = to.min(end);
             if lo < hi {
-                out.push(e.series.clone(), e.kind, e.samples[lo - pos..hi - pos].to_vec());
+                out.push(
+                    e.series.clone(),
+                    e.kind,
+                    e.samples[lo - pos..hi - pos].to_vec(),
+                );
             }
             pos = end;
             if pos >= to {
@@ -330,7 +334,10 @@ mod tests {
     fn names_follow_prometheus_rules() {
         assert!(Series::new("node:cpu_seconds_total", [("a", "1")]).is_ok());
         for bad in ["", "1abc", "a-b", "a b", "é"] {
-            assert!(Series::new(bad, Vec::<(&str, &str)>::new()).is_err(), "{bad:?}");
+            assert!(
+                Series::new(bad, Vec::<(&str, &str)>::new()).is_err(),
+                "{bad:?}"
+            );
         }
         for bad in ["", "1a", "a:b", "__name__", "a-b"] {
             assert!(Series::new("m", [(bad, "v")]).is_err(), "label {bad:?}");
@@ -343,7 +350,11 @@ mod tests {
         let a = Series::new("a", Vec::<(&str, &str)>::new()).expect("valid");
         let b = Series::new("b", Vec::<(&str, &str)>::new()).expect("valid");
         let mut batch = Batch::new();
-        batch.push(a, MetricKind::Gauge, vec![Sample::new(1, 1.0), Sample::new(2, 2.0)]);
+        batch.push(
+            a,
+            MetricKind::Gauge,
+            vec![Sample::new(1, 1.0), Sample::new(2, 2.0)],
+        );
         batch.push(b, MetricKind::Counter, vec![Sample::new(3, 3.0)]);
         let s = batch.slice(1, 3);
         assert_eq!(s.sample_count(), 2);

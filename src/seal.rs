@@ -105,7 +105,12 @@ pub fn compress(plaintext: &[u8], level: i32, out: &mut Vec<u8>) {
 }
 
 /// Encrypts `buf` (compressed bytes) in place, appending the tag.
-pub fn encrypt(key: &DataKey, nonce: &[u8; NONCE_LEN], pos: &RecordPosition<'_>, buf: &mut Vec<u8>) {
+pub fn encrypt(
+    key: &DataKey,
+    nonce: &[u8; NONCE_LEN],
+    pos: &RecordPosition<'_>,
+    buf: &mut Vec<u8>,
+) {
     let aad = aad(pos, key.key_id);
     key.cipher
         .encrypt_in_place(&Nonce::from(*nonce), &aad, buf)
@@ -162,7 +167,10 @@ mod tests {
         let mut buf = Vec::new();
         compress(b"hello hello hello", 1, &mut buf);
         encrypt(&k, &n, &pos, &mut buf);
-        assert_eq!(open(&k, &n, &pos, &buf).expect("opens"), b"hello hello hello");
+        assert_eq!(
+            open(&k, &n, &pos, &buf).expect("opens"),
+            b"hello hello hello"
+        );
         let moved = RecordPosition {
             segment_base: 101,
             ..pos
@@ -172,7 +180,10 @@ mod tests {
             ..pos
         };
         for p in [moved, stolen] {
-            assert_eq!(open(&k, &n, &p, &buf), Err(Corruption::AuthenticationFailed));
+            assert_eq!(
+                open(&k, &n, &p, &buf),
+                Err(Corruption::AuthenticationFailed)
+            );
         }
         assert_eq!(
             open(&key(1, 8), &n, &pos, &buf),

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::{LogConfig, QuotaPolicy, SpoolConfig};
 use crate::cursor::{CursorState, CursorStore};
 use crate::error::{Error, Result};
+use crate::forward::dlq::DeadLetters;
 use crate::keys::Keyring;
 use crate::sample::Batch;
 use crate::tenant::TenantId;
@@ -100,9 +101,48 @@ pub struct Tenant {
     counters: Counters,
     space_freed: tokio::sync::Notify,
     spool: Weak<SpoolShared>,
+    dead_letters: Mutex<HashMap<String, Arc<DeadLetters>>>,
 }
 
 impl Tenant {
+    /// The dead-letter log of `consumer` (a backend forwarder), opened on first use.
+    pub fn dead_letters(&self, consumer: &str) -> Result<Arc<DeadLetters>> {
+        let mut map = self.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get(consumer) {
+            return Ok(Arc::clone(d));
+        }
+        crate::cursor::check_name(consumer)?;
+        let dir = self
+            .wal
+            .dir()
+            .parent()
+            .unwrap_or(self.wal.dir())
+            .join("dlq")
+            .join(consumer.replace(['/', '\\'], "_"));
+        let d = Arc::new(DeadLetters::open(
+            self.wal.fs(),
+            &dir,
+            self.id.clone(),
+            self.wal.keys_snapshot(),
+        )?);
+        map.insert(consumer.to_owned(), Arc::clone(&d));
+        Ok(d)
+    }
+
+    fn close(&self) -> Result<()> {
+        let dls: Vec<_> = self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
+        for d in dls {
+            d.close()?;
+        }
+        self.wal.close_blocking()
+    }
+
     /// The tenant id.
     pub fn id(&self) -> &TenantId {
         &self.id
@@ -176,15 +216,17 @@ impl Tenant {
                 self.counters
                     .drop(DropReason::QuotaRejected, batch.sample_count() as u64);
                 tracing::warn!(tenant = %self.id, samples = batch.sample_count(), "append rejected: disk quota full");
-                Err(exceeded("policy reject: the append was refused and counted as dropped"))
+                Err(exceeded(
+                    "policy reject: the append was refused and counted as dropped",
+                ))
             }
             QuotaPolicy::DropOldest => {
                 self.drop_oldest()?;
                 Ok(None)
             }
             QuotaPolicy::Block => Ok(Some(exceeded(
-                    "policy block: waited for retention to free space; nothing was stored, retry later",
-                ))),
+                "policy block: waited for retention to free space; nothing was stored, retry later",
+            ))),
         }
     }
 
@@ -214,7 +256,9 @@ impl Tenant {
                 continue;
             }
             let min = self.min_committed().unwrap_or(oldest.base_offset);
-            let unread = oldest.end_offset.saturating_sub(min.max(oldest.base_offset));
+            let unread = oldest
+                .end_offset
+                .saturating_sub(min.max(oldest.base_offset));
             self.wal.delete_segment(oldest.base_offset)?;
             self.counters.drop(DropReason::QuotaDropOldest, unread);
             tracing::warn!(tenant = %self.id, segment = oldest.base_offset, unread, "quota policy drop_oldest deleted a segment");
@@ -243,7 +287,10 @@ impl Tenant {
             return Err(Error::Cursor {
                 tenant: self.id.to_string(),
                 consumer: consumer.to_owned(),
-                reason: format!("batch end {end} is past the log end {}", self.wal.end_offset()),
+                reason: format!(
+                    "batch end {end} is past the log end {}",
+                    self.wal.end_offset()
+                ),
             });
         }
         self.cursors.begin(consumer, end)
@@ -292,7 +339,9 @@ impl Tenant {
                 continue;
             }
             if forced && !too_old && !too_big {
-                self.counters.retained_deleted.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .retained_deleted
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(tenant = %self.id, segment = s.base_offset, "disk quota deleted a segment kept for replay");
             }
             freed += self.wal.delete_segment(s.base_offset)?;
@@ -398,7 +447,11 @@ impl Spool {
         };
         for entry in std::fs::read_dir(&tenants_dir).map_err(|e| Error::io(&tenants_dir, e))? {
             let entry = entry.map_err(|e| Error::io(&tenants_dir, e))?;
-            let Some(id) = entry.file_name().to_str().and_then(|n| TenantId::new(n).ok()) else {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| TenantId::new(n).ok())
+            else {
                 continue;
             };
             match spool.tenant(&id) {
@@ -413,15 +466,29 @@ impl Spool {
     }
 
     fn tenant_dir(&self, id: &TenantId) -> PathBuf {
-        self.shared.config.data_dir.join("tenants").join(id.as_str())
+        self.shared
+            .config
+            .data_dir
+            .join("tenants")
+            .join(id.as_str())
     }
 
     /// The tenant's handle, opening (and creating) its log on first use.
     pub fn tenant(&self, id: &TenantId) -> Result<Arc<Tenant>> {
-        if let Some(t) = self.shared.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(t) = self
+            .shared
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return Ok(Arc::clone(t));
         }
-        let mut map = self.shared.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .shared
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(t) = map.get(id) {
             return Ok(Arc::clone(t));
         }
@@ -478,6 +545,7 @@ impl Spool {
             counters,
             space_freed: tokio::sync::Notify::new(),
             spool: Arc::downgrade(&self.shared),
+            dead_letters: Mutex::new(HashMap::new()),
         });
         map.insert(id.clone(), Arc::clone(&t));
         Ok(t)
@@ -493,7 +561,7 @@ impl Spool {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         if let Some(t) = t {
-            let _ = t.wal.close_blocking();
+            let _ = t.close();
         }
         self.shared.keyring.erase(id)?;
         let dir = self.tenant_dir(id);
@@ -576,7 +644,7 @@ impl Spool {
             .collect();
         let mut first_err = None;
         for t in tenants {
-            if let Err(e) = t.wal.close_blocking() {
+            if let Err(e) = t.close() {
                 first_err.get_or_insert(e);
             }
         }

@@ -45,7 +45,9 @@ fn validate(name: &str) -> Result<(), InvalidInput> {
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if !name.chars().all(ok) {
-        return Err(bad("only ASCII letters, digits, '_', '-' and '.' are allowed"));
+        return Err(bad(
+            "only ASCII letters, digits, '_', '-' and '.' are allowed",
+        ));
     }
     Ok(())
 }

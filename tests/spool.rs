@@ -24,7 +24,10 @@ fn batch(seed: u64, n: usize, ts: i64) -> Batch {
         x ^= x << 17;
         let s = Series::new(
             "node_network_receive_bytes_total",
-            [("instance", format!("node-{i}")), ("noise", format!("{x:x}"))],
+            [
+                ("instance", format!("node-{i}")),
+                ("noise", format!("{x:x}")),
+            ],
         )
         .expect("valid series");
         b.push_one(s, MetricKind::Counter, Sample::new(ts, x as f64));
@@ -61,14 +64,20 @@ fn retention_never_deletes_a_segment_a_cursor_needs() {
     let d = tempfile::tempdir().expect("tempdir");
     let spool = open(d.path(), small_segments());
     let t = spool.tenant(&tenant_id("a")).expect("tenant");
-    t.register_consumer("slow", StartAt::Earliest).expect("register");
-    t.register_consumer("fast", StartAt::Earliest).expect("register");
+    t.register_consumer("slow", StartAt::Earliest)
+        .expect("register");
+    t.register_consumer("fast", StartAt::Earliest)
+        .expect("register");
     let end = fill(&t, 60);
     t.wal().roll_blocking().expect("roll");
     let before = t.wal().segments().len();
     assert!(before > 3, "expected several segments, got {before}");
     t.commit("fast", end).expect("commit");
-    assert_eq!(t.wal().segments().len(), before, "the slow consumer still needs them");
+    assert_eq!(
+        t.wal().segments().len(),
+        before,
+        "the slow consumer still needs them"
+    );
     let half = t.wal().segments()[before / 2].base_offset;
     t.commit("slow", half).expect("commit");
     let after = t.wal().segments();
@@ -91,7 +100,8 @@ fn retention_keeps_consumed_segments_for_replay_until_they_are_old_enough() {
     };
     let spool = open(d.path(), log);
     let t = spool.tenant(&tenant_id("a")).expect("tenant");
-    t.register_consumer("c", StartAt::Earliest).expect("register");
+    t.register_consumer("c", StartAt::Earliest)
+        .expect("register");
     let end = fill(&t, 40);
     t.wal().roll_blocking().expect("roll");
     let before = t.wal().segments().len();
@@ -114,7 +124,8 @@ fn keep_max_bytes_caps_what_is_kept_for_replay() {
     };
     let spool = open(d.path(), log);
     let t = spool.tenant(&tenant_id("a")).expect("tenant");
-    t.register_consumer("c", StartAt::Earliest).expect("register");
+    t.register_consumer("c", StartAt::Earliest)
+        .expect("register");
     let end = fill(&t, 80);
     t.wal().roll_blocking().expect("roll");
     t.commit("c", end).expect("commit");
@@ -159,15 +170,23 @@ fn quota_reject_refuses_appends_and_counts_them() {
     let d = tempfile::tempdir().expect("tempdir");
     let spool = open(d.path(), quota(QuotaPolicy::Reject));
     let t = spool.tenant(&tenant_id("a")).expect("tenant");
-    t.register_consumer("c", StartAt::Earliest).expect("register");
+    t.register_consumer("c", StartAt::Earliest)
+        .expect("register");
     let (acked, err) = append_until_refused(&t);
     let err = err.expect("the quota stops appends");
     assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
     assert!(err.is_retryable());
     let stats = t.stats();
-    let rejected = stats.dropped.iter().find(|(r, _)| *r == DropReason::QuotaRejected);
+    let rejected = stats
+        .dropped
+        .iter()
+        .find(|(r, _)| *r == DropReason::QuotaRejected);
     assert_eq!(rejected.map(|(_, n)| *n), Some(200));
-    assert_eq!(stats.end_offset, acked * 200, "nothing from the refused append stored");
+    assert_eq!(
+        stats.end_offset,
+        acked * 200,
+        "nothing from the refused append stored"
+    );
 }
 
 #[test]
@@ -175,7 +194,8 @@ fn quota_block_waits_then_fails_and_succeeds_once_a_consumer_frees_space() {
     let d = tempfile::tempdir().expect("tempdir");
     let spool = open(d.path(), quota(QuotaPolicy::Block));
     let t = spool.tenant(&tenant_id("a")).expect("tenant");
-    t.register_consumer("c", StartAt::Earliest).expect("register");
+    t.register_consumer("c", StartAt::Earliest)
+        .expect("register");
     let (acked, err) = append_until_refused(&t);
     let err = err.expect("the quota stops appends");
     assert!(err.to_string().contains("policy block"), "{err}");
@@ -191,7 +211,8 @@ fn quota_drop_oldest_deletes_unread_data_and_counts_it() {
     let d = tempfile::tempdir().expect("tempdir");
     let spool = open(d.path(), quota(QuotaPolicy::DropOldest));
     let t = spool.tenant(&tenant_id("a")).expect("tenant");
-    t.register_consumer("c", StartAt::Earliest).expect("register");
+    t.register_consumer("c", StartAt::Earliest)
+        .expect("register");
     let (acked, err) = append_until_refused(&t);
     assert!(err.is_none(), "drop_oldest never refuses: {err:?}");
     assert_eq!(acked, 2_000);
@@ -202,8 +223,15 @@ fn quota_drop_oldest_deletes_unread_data_and_counts_it() {
         .find(|(r, _)| *r == DropReason::QuotaDropOldest)
         .map_or(0, |(_, n)| *n);
     assert!(dropped > 0);
-    assert_eq!(stats.first_offset, dropped, "exactly the oldest samples are gone");
-    assert!(stats.disk_bytes <= (1 << 20) + (128 << 10), "{} bytes", stats.disk_bytes);
+    assert_eq!(
+        stats.first_offset, dropped,
+        "exactly the oldest samples are gone"
+    );
+    assert!(
+        stats.disk_bytes <= (1 << 20) + (128 << 10),
+        "{} bytes",
+        stats.disk_bytes
+    );
     let read = t.read_from(0, ReadLimits::default()).expect("read");
     assert_eq!(read.skipped[0].range, 0..stats.first_offset);
     assert_eq!(read.skipped[0].reason, SkipReason::Deleted);
@@ -257,9 +285,16 @@ fn rotation_seals_new_segments_with_the_new_key_and_old_ones_stay_readable() {
     drop(spool);
     let spool = open(d.path(), LogConfig::default());
     let t = spool.tenant(&id).expect("tenant");
-    let err = t.read_from(0, ReadLimits::default()).expect_err("key 1 is gone");
-    assert!(matches!(err, Error::KeyUnavailable { key_id: 1, .. }), "{err}");
-    let read = t.read_from(50, ReadLimits::default()).expect("key 2 still opens");
+    let err = t
+        .read_from(0, ReadLimits::default())
+        .expect_err("key 1 is gone");
+    assert!(
+        matches!(err, Error::KeyUnavailable { key_id: 1, .. }),
+        "{err}"
+    );
+    let read = t
+        .read_from(50, ReadLimits::default())
+        .expect("key 2 still opens");
     assert_eq!(read.batch, new);
 }
 
@@ -277,12 +312,17 @@ fn erased_keys_leave_data_unreadable_and_reopen_refuses_with_a_clear_error() {
     }
     let spool = open(d.path(), LogConfig::default());
     let err = spool.tenant(&id).expect_err("no keys, data present");
-    assert!(matches!(err, Error::KeysErased { segments: 1, .. }), "{err}");
+    assert!(
+        matches!(err, Error::KeysErased { segments: 1, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("erased"));
 
     spool.erase_tenant(&id).expect("finish the erase");
     assert!(!d.path().join("tenants/gone").exists());
-    let fresh = spool.tenant(&id).expect("a new tenant of the same name starts empty");
+    let fresh = spool
+        .tenant(&id)
+        .expect("a new tenant of the same name starts empty");
     assert_eq!(fresh.wal().end_offset(), 0);
 }
 
@@ -326,7 +366,11 @@ fn a_time_range_read_does_not_touch_segments_outside_the_range() {
             .wal()
             .read_time_range(from, i64::MAX, at, ReadLimits::default())
             .expect("read");
-        assert!(r.skipped.is_empty(), "touched a damaged segment: {:?}", r.skipped);
+        assert!(
+            r.skipped.is_empty(),
+            "touched a damaged segment: {:?}",
+            r.skipped
+        );
         got += r.batch.sample_count();
         assert!(r.batch.iter().all(|(_, _, s)| s.timestamp_ms >= from));
         if r.end >= t.wal().end_offset() {

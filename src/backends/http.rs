@@ -84,7 +84,8 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 pub fn header_map(extra: &[(String, String)]) -> Result<HeaderMap, String> {
     let mut h = HeaderMap::new();
     for (k, v) in extra {
-        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
         let value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header {k:?}"))?;
         h.insert(name, value);
     }
@@ -189,12 +190,18 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").expect("date");
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -208,20 +215,32 @@ mod tests {
         assert!(matches!(classify(&a(204), 1), Outcome::Delivered { .. }));
         assert!(matches!(
             classify(&a(429), 1),
-            Outcome::Retry { reason: RetryReason::RateLimited, .. }
+            Outcome::Retry {
+                reason: RetryReason::RateLimited,
+                ..
+            }
         ));
         assert!(matches!(
             classify(&a(503), 1),
-            Outcome::Retry { reason: RetryReason::ServerError, .. }
+            Outcome::Retry {
+                reason: RetryReason::ServerError,
+                ..
+            }
         ));
         assert!(matches!(
             classify(&a(413), 1),
-            Outcome::Rejected { kind: RejectKind::TooLarge, .. }
+            Outcome::Rejected {
+                kind: RejectKind::TooLarge,
+                ..
+            }
         ));
         for s in [400, 401, 403, 404, 415, 422] {
             assert!(matches!(
                 classify(&a(s), 1),
-                Outcome::Rejected { kind: RejectKind::Permanent, .. }
+                Outcome::Rejected {
+                    kind: RejectKind::Permanent,
+                    ..
+                }
             ));
         }
     }

@@ -22,6 +22,11 @@ pub trait FsFile: Send + Sync + Debug {
     /// Current length.
     fn len(&self) -> io::Result<u64>;
 
+    /// True when the file holds no byte.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Reads exactly `buf.len()` bytes at `pos`.
     fn read_exact_at(&self, buf: &mut [u8], mut pos: u64) -> io::Result<()> {
         let mut buf = buf;
@@ -93,7 +98,10 @@ impl Fs for StdFs {
         Ok(Arc::new(StdFile(f)))
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         Ok(Arc::new(StdFile(f)))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

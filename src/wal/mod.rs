@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::oneshot;
 
-pub use reader::{ReadBatch, ReadLimits, Skipped, SkipReason};
+pub use reader::{ReadBatch, ReadLimits, SkipReason, Skipped};
 pub use recovery::{RecoveryEvent, RecoveryReport};
 
 use crate::config::LogConfig;
@@ -192,6 +192,14 @@ impl Wal {
         &self.shared.tenant
     }
 
+    pub(crate) fn keys_snapshot(&self) -> TenantKeys {
+        self.shared.keys()
+    }
+
+    pub(crate) fn fs(&self) -> Arc<dyn Fs> {
+        Arc::clone(&self.shared.fs)
+    }
+
     /// The directory holding the segments.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
@@ -226,7 +234,9 @@ impl Wal {
         let mut sealed = Vec::new();
         crate::seal::compress(&plain, self.shared.config.zstd_level, &mut sealed);
         if sealed.len() + crate::seal::TAG_LEN > record::MAX_PAYLOAD_LEN as usize {
-            return Err(InvalidInput::Batch("the batch compresses to more than 64 MiB".into()).into());
+            return Err(
+                InvalidInput::Batch("the batch compresses to more than 64 MiB".into()).into(),
+            );
         }
         let (reply, rx) = oneshot::channel();
         let req = AppendReq {
@@ -311,7 +321,10 @@ impl Wal {
     /// The oldest offset still stored (equal to `end_offset` when the log is empty).
     pub fn first_offset(&self) -> u64 {
         let s = self.shared.read_state();
-        s.segments.values().next().map_or(s.visible_end, |g| g.info.base_offset)
+        s.segments
+            .values()
+            .next()
+            .map_or(s.visible_end, |g| g.info.base_offset)
     }
 
     /// Bytes on disk: segments plus indexes.
@@ -360,7 +373,10 @@ impl Wal {
             let s = self.shared.read_state();
             let seg = s.segments.get(&base).ok_or(Error::Closed)?;
             if seg.info.sealed_ms.is_none() {
-                return Err(InvalidInput::Batch("the segment being written cannot be deleted".into()).into());
+                return Err(InvalidInput::Batch(
+                    "the segment being written cannot be deleted".into(),
+                )
+                .into());
             }
             (seg.info.path.clone(), seg.info.bytes)
         };
@@ -372,7 +388,12 @@ impl Wal {
         // Raise the offset floor first, so that offsets are never reused even if this was
         // the last segment and the process restarts before another one is written.
         let mut ls = self.shared.read_state().log_state;
-        let end = self.shared.read_state().segments.get(&base).map_or(0, |g| g.info.end_offset);
+        let end = self
+            .shared
+            .read_state()
+            .segments
+            .get(&base)
+            .map_or(0, |g| g.info.end_offset);
         if end > ls.offset_floor {
             ls.offset_floor = end;
             recovery::write_log_state(&self.shared, ls)?;

@@ -182,7 +182,10 @@ fn read_record(
         Err(c) => return Ok(Err(c)),
     };
     let mut payload = vec![0u8; h.payload_len as usize];
-    if let Err(e) = seg.file.read_exact_at(&mut payload, loc.pos + FRAME_HEADER_LEN as u64) {
+    if let Err(e) = seg
+        .file
+        .read_exact_at(&mut payload, loc.pos + FRAME_HEADER_LEN as u64)
+    {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             return Ok(Err(Corruption::Truncated {
                 needed: u64::from(h.payload_len),
@@ -194,24 +197,28 @@ fn read_record(
     if let Err(c) = record::check_payload(&h, &payload) {
         return Ok(Err(c));
     }
-    let key = shared.keys().get(seg.key_id).ok_or_else(|| Error::KeyUnavailable {
-        tenant: shared.tenant.to_string(),
-        key_id: seg.key_id,
-    })?;
+    let key = shared
+        .keys()
+        .get(seg.key_id)
+        .ok_or_else(|| Error::KeyUnavailable {
+            tenant: shared.tenant.to_string(),
+            key_id: seg.key_id,
+        })?;
     let aad = h.aad_fields();
     let pos = RecordPosition {
         tenant: &shared.tenant,
         segment_base: seg.base,
         header: &aad,
     };
-    let opened = seal::open(&key, &h.nonce, &pos, &payload).and_then(|plain| {
-        crate::payload::decode(&plain).map_err(Corruption::Payload)
-    });
+    let opened = seal::open(&key, &h.nonce, &pos, &payload)
+        .and_then(|plain| crate::payload::decode(&plain).map_err(Corruption::Payload));
     Ok(opened.and_then(|b| {
         if b.sample_count() == h.sample_count as usize {
             Ok((b, h.frame_len()))
         } else {
-            Err(Corruption::Payload("sample count differs from the header".into()))
+            Err(Corruption::Payload(
+                "sample count differs from the header".into(),
+            ))
         }
     }))
 }

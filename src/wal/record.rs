@@ -143,9 +143,15 @@ pub fn decode_header(b: &[u8]) -> Result<FrameHeader, Corruption> {
         });
     }
     if h.sample_count == 0 || h.sample_count as usize > MAX_SAMPLES_PER_RECORD {
-        return Err(invalid("sample_count", format!("{} is out of range", h.sample_count)));
+        return Err(invalid(
+            "sample_count",
+            format!("{} is out of range", h.sample_count),
+        ));
     }
-    if h.first_offset.checked_add(u64::from(h.sample_count)).is_none() {
+    if h.first_offset
+        .checked_add(u64::from(h.sample_count))
+        .is_none()
+    {
         return Err(invalid("first_offset", "offset range overflows".into()));
     }
     if h.min_ts > h.max_ts {

@@ -96,7 +96,11 @@ pub(crate) struct Scan {
     pub(crate) torn: Option<(u64, u64, Corruption)>,
 }
 
-fn valid_frame_at(bytes: &[u8], pos: usize, expected: u64) -> Result<record::FrameHeader, Corruption> {
+fn valid_frame_at(
+    bytes: &[u8],
+    pos: usize,
+    expected: u64,
+) -> Result<record::FrameHeader, Corruption> {
     let (h, _) = record::decode_frame(&bytes[pos..])?;
     if h.first_offset < expected {
         return Err(Corruption::InvalidField {
@@ -131,7 +135,8 @@ pub(crate) fn scan(bytes: &[u8], base: u64) -> Scan {
                 match next {
                     Some((q, h)) => {
                         let gap = expected..h.first_offset;
-                        out.corrupt.push((pos as u64, (q - pos) as u64, gap, reason));
+                        out.corrupt
+                            .push((pos as u64, (q - pos) as u64, gap, reason));
                         pos = q;
                     }
                     None => {
@@ -195,11 +200,13 @@ pub(crate) fn read_log_state(shared: &Shared) -> Result<Option<LogState>> {
         Err(e) => return Err(Error::io(&path, e)),
     };
     let bytes = read_all(&*f).map_err(|e| Error::io(&path, e))?;
-    decode_state(&bytes).map(Some).map_err(|kind| Error::Corrupt {
-        path,
-        position: 0,
-        kind,
-    })
+    decode_state(&bytes)
+        .map(Some)
+        .map_err(|kind| Error::Corrupt {
+            path,
+            position: 0,
+            kind,
+        })
 }
 
 pub(crate) fn write_log_state(shared: &Shared, s: LogState) -> Result<()> {
@@ -291,7 +298,9 @@ pub(crate) fn recover(shared: &Shared) -> Result<(RecoveryReport, u32)> {
         Ok(()) => None,
         Err(e) if is_storage_full(&e) => {
             tracing::error!(tenant = %shared.tenant, error = %e, "disk full: the log opens read-only");
-            Some(format!("the disk is full, the log was opened read-only: {e}"))
+            Some(format!(
+                "the disk is full, the log was opened read-only: {e}"
+            ))
         }
         Err(e) => return Err(e),
     };
@@ -332,7 +341,10 @@ fn open_segment(
         } else if h.base_offset != base || base < prev_end {
             Err(Corruption::InvalidField {
                 field: "base_offset",
-                reason: format!("{} does not fit the file name or the previous segment", h.base_offset),
+                reason: format!(
+                    "{} does not fit the file name or the previous segment",
+                    h.base_offset
+                ),
             })
         } else {
             Ok(h)
@@ -343,7 +355,9 @@ fn open_segment(
         // A crash while the header was being created: it never held a record.
         Err(Corruption::Truncated { .. }) => {
             remove_segment(shared, base)?;
-            report.events.push(RecoveryEvent::EmptySegmentRemoved { segment: path });
+            report
+                .events
+                .push(RecoveryEvent::EmptySegmentRemoved { segment: path });
             Ok(None)
         }
         Err(reason) => {
@@ -379,7 +393,10 @@ fn quarantined_end(shared: &Shared, base: u64, file: &dyn FsFile, len: u64) -> u
 
 fn remove_segment(shared: &Shared, base: u64) -> Result<()> {
     let fs = &shared.fs;
-    for name in [segment::index_file_name(base), segment::segment_file_name(base)] {
+    for name in [
+        segment::index_file_name(base),
+        segment::segment_file_name(base),
+    ] {
         let p = shared.path(&name);
         match fs.remove_file(&p) {
             Ok(()) => {}
@@ -504,11 +521,23 @@ fn scan_and_repair(
     }
     if scan.records.is_empty() {
         remove_segment(shared, base)?;
-        report.events.push(RecoveryEvent::EmptySegmentRemoved { segment: path });
+        report
+            .events
+            .push(RecoveryEvent::EmptySegmentRemoved { segment: path });
         return Ok(None);
     }
-    let min_ts = scan.records.iter().map(|r| r.min_ts).min().unwrap_or(i64::MAX);
-    let max_ts = scan.records.iter().map(|r| r.max_ts).max().unwrap_or(i64::MIN);
+    let min_ts = scan
+        .records
+        .iter()
+        .map(|r| r.min_ts)
+        .min()
+        .unwrap_or(i64::MAX);
+    let max_ts = scan
+        .records
+        .iter()
+        .map(|r| r.max_ts)
+        .max()
+        .unwrap_or(i64::MIN);
     let end_offset = scan.records.last().map_or(base, |r| r.end_offset());
     let end_offset = lost_tail.unwrap_or(end_offset).max(end_offset);
     let idx = SegmentIndex {
@@ -531,7 +560,9 @@ fn scan_and_repair(
         Err(e) => return Err(e),
     };
     if indexed {
-        report.events.push(RecoveryEvent::IndexRebuilt { segment: path });
+        report
+            .events
+            .push(RecoveryEvent::IndexRebuilt { segment: path });
     }
     Ok(Some((idx, indexed)))
 }

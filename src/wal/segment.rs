@@ -238,7 +238,7 @@ impl SegmentIndex {
         }
         let n = u32_at(b, 12) as usize;
         if (body.len() - INDEX_HEADER_LEN) / INDEX_ENTRY_LEN != n
-            || (body.len() - INDEX_HEADER_LEN) % INDEX_ENTRY_LEN != 0
+            || !(body.len() - INDEX_HEADER_LEN).is_multiple_of(INDEX_ENTRY_LEN)
         {
             return Err(Corruption::LengthOutOfBounds {
                 len: n as u64,

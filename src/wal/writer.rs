@@ -15,6 +15,9 @@ use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::seal::{self, DataKey, RecordPosition};
 
+/// Where an append's result goes.
+type Reply = oneshot::Sender<Result<Range<u64>>>;
+
 /// Most requests taken into one group.
 const MAX_GROUP_REQUESTS: usize = 4096;
 
@@ -85,7 +88,8 @@ impl Writer {
                     }
                     other => controls.push(other),
                 }
-                if bytes < self.shared.config.max_group_bytes && appends.len() < MAX_GROUP_REQUESTS {
+                if bytes < self.shared.config.max_group_bytes && appends.len() < MAX_GROUP_REQUESTS
+                {
                     next = rx.try_recv().ok();
                 }
             }
@@ -129,7 +133,8 @@ impl Writer {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        if let (Durability::Interval(p), Some(t)) = (self.shared.config.durability, self.dirty_since)
+        if let (Durability::Interval(p), Some(t)) =
+            (self.shared.config.durability, self.dirty_since)
             && now >= t + p
         {
             let _ = self.guarded(|w| w.sync());
@@ -165,12 +170,11 @@ impl Writer {
     }
 
     fn write_group(&mut self, appends: Vec<AppendReq>) {
-        let mut replies: Vec<(oneshot::Sender<Result<Range<u64>>>, Range<u64>)> =
-            Vec::with_capacity(appends.len());
+        let mut replies: Vec<(Reply, Range<u64>)> = Vec::with_capacity(appends.len());
         let mut rest = appends.into_iter();
         // The reply of an append whose segment roll or creation failed: it must hear the
         // error, not see its channel dropped (which reads as `Closed`).
-        let mut failed: Option<oneshot::Sender<Result<Range<u64>>>> = None;
+        let mut failed: Option<Reply> = None;
         let result = self.guarded(|w| {
             for a in rest.by_ref() {
                 if let Err(e) = w.make_room(a.sealed.len()) {
@@ -192,9 +196,15 @@ impl Writer {
                 let cause = e.to_string();
                 let mut first = Some(e);
                 let unsent = rest.map(|a| a.reply);
-                let all = replies.into_iter().map(|(tx, _)| tx).chain(failed).chain(unsent);
+                let all = replies
+                    .into_iter()
+                    .map(|(tx, _)| tx)
+                    .chain(failed)
+                    .chain(unsent);
                 for tx in all {
-                    let err = first.take().unwrap_or_else(|| self.poisoned_error(cause.clone()));
+                    let err = first
+                        .take()
+                        .unwrap_or_else(|| self.poisoned_error(cause.clone()));
                     let _ = tx.send(Err(err));
                 }
             }
@@ -216,8 +226,11 @@ impl Writer {
     }
 
     /// Seals `a` into the group buffer of the active segment (see `make_room`).
-    fn add_record(&mut self, mut a: AppendReq) -> (oneshot::Sender<Result<Range<u64>>>, Range<u64>) {
-        let active = self.active.as_ref().expect("make_room created the active segment");
+    fn add_record(&mut self, mut a: AppendReq) -> (Reply, Range<u64>) {
+        let active = self
+            .active
+            .as_ref()
+            .expect("make_room created the active segment");
         let nonce = seal::nonce(self.epoch, self.counter);
         self.counter += 1;
         let header = FrameHeader {
@@ -267,7 +280,10 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let a = self.active.as_mut().expect("records are only buffered into a segment");
+        let a = self
+            .active
+            .as_mut()
+            .expect("records are only buffered into a segment");
         let path = self.shared.path(&segment::segment_file_name(a.base));
         a.file
             .write_all_at(&self.buf, a.len)
@@ -280,12 +296,17 @@ impl Writer {
         }
         let mut s = self.shared.write_state();
         s.disk_bytes += self.buf.len() as u64;
-        let seg = s.segments.get_mut(&a.base).expect("the active segment is in the state");
+        let seg = s
+            .segments
+            .get_mut(&a.base)
+            .expect("the active segment is in the state");
         seg.info.end_offset = self.next_offset;
         seg.info.bytes = a.len;
         seg.info.min_ts = Some(a.min_ts);
         seg.info.max_ts = Some(a.max_ts);
-        seg.records.get_or_insert_with(Vec::new).append(&mut self.locs);
+        seg.records
+            .get_or_insert_with(Vec::new)
+            .append(&mut self.locs);
         drop(s);
         self.buf.clear();
         if self.dirty_since.is_none() {
@@ -410,7 +431,10 @@ impl Writer {
         let idx_len = write_index(&self.shared, &idx)?;
         let mut s = self.shared.write_state();
         s.disk_bytes += idx_len;
-        let seg = s.segments.get_mut(&a.base).expect("the active segment is in the state");
+        let seg = s
+            .segments
+            .get_mut(&a.base)
+            .expect("the active segment is in the state");
         seg.info.sealed_ms = Some(sealed_ms);
         seg.info.bytes = a.len + idx_len;
         seg.records = None;

@@ -1,0 +1,500 @@
+//! Forwarders: one task per (tenant, backend) that reads batches from its durable cursor,
+//! records them as in flight, sends them, and commits after the backend acknowledged.
+//!
+//! # Delivery guarantee
+//!
+//! Batch boundaries come from deterministic reads and are recorded (durably) before the
+//! first send, so after a crash the same batch is resent. Every sample is sent at least
+//! once; what makes a resend harmless is the backend's: Prometheus accepts a bit-identical
+//! latest sample, InfluxDB overwrites the same point, VictoriaMetrics deduplicates with
+//! `-dedup.minScrapeInterval` (without it a resend is stored twice). A rejection the backend
+//! calls permanent moves the batch to the dead-letter log; nothing is dropped silently.
+//!
+//! # Ordering
+//!
+//! A batch is committed only after every part of it was acknowledged, and the next batch
+//! starts after that, so for any series an older batch is never sent after a newer one was
+//! acknowledged. Parallel requests (`shards`) split a batch by series hash: a series always
+//! lands in the same shard, so per-series order holds within a batch too.
+
+mod backoff;
+pub mod dlq;
+mod ratelimit;
+mod stats;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use backoff::BackoffConfig;
+pub use ratelimit::RateLimit;
+pub use stats::{ForwarderStats, ForwarderStatsSnapshot};
+
+use crate::backends::{Backend, Outcome, RejectKind, SendRequest};
+use crate::error::{Error, Result};
+use crate::sample::Batch;
+use crate::spool::{StartAt, Tenant};
+use crate::wal::{ReadBatch, ReadLimits};
+
+/// When a forwarder cuts a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchMode {
+    /// Wait until `max_samples` are available or `linger` has passed since data became
+    /// available, whichever comes first. Default, with a linger of 1 s.
+    Batch {
+        /// Longest wait for a full batch.
+        linger: Duration,
+    },
+    /// Send as soon as data is durable.
+    Streaming,
+}
+
+/// Settings of one forwarder.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    /// Consumer (cursor) name; also names the dead-letter log. Required, unique per tenant.
+    pub name: String,
+    /// How batches are cut. Default `Batch { linger: 1 s }`.
+    pub mode: BatchMode,
+    /// Most samples per batch. Default 10,000; 1..=1,000,000.
+    pub max_samples: usize,
+    /// Stop a batch before it reads more than this many stored bytes. Default 4 MiB.
+    pub max_bytes: u64,
+    /// Parallel requests per batch, split by series hash. Default 1; 1..=64.
+    pub shards: usize,
+    /// Retry delays. Default 100 ms doubling to 5 s, full jitter.
+    pub backoff: BackoffConfig,
+    /// Optional send rate limit. Default none.
+    pub rate_limit: Option<RateLimit>,
+    /// Where a new cursor starts. Default [`StartAt::Now`]; an existing cursor is kept.
+    pub start: StartAt,
+}
+
+impl ForwarderConfig {
+    /// Defaults for everything but the name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            mode: BatchMode::Batch {
+                linger: Duration::from_secs(1),
+            },
+            max_samples: 10_000,
+            max_bytes: 4 << 20,
+            shards: 1,
+            backoff: BackoffConfig::default(),
+            rate_limit: None,
+            start: StartAt::Now,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| {
+            Err(crate::InvalidInput::Batch(format!("forwarder {}: {m}", self.name)).into())
+        };
+        if !(1..=1_000_000).contains(&self.max_samples) {
+            return bad("max_samples must be 1 to 1,000,000");
+        }
+        if !(1..=64).contains(&self.shards) {
+            return bad("shards must be 1 to 64");
+        }
+        Ok(())
+    }
+}
+
+/// A running forwarder.
+#[derive(Debug)]
+pub struct Forwarder {
+    inner: Arc<Inner>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tenant: Arc<Tenant>,
+    backend: Arc<dyn Backend>,
+    config: ForwarderConfig,
+    stats: Arc<ForwarderStats>,
+    limiter: Option<ratelimit::Limiter>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The forwarder was asked to stop while a batch was unfinished; it stays in flight and is
+/// resent after the restart.
+struct Stopped;
+
+impl Forwarder {
+    /// Registers the cursor (if new) and starts forwarding `tenant` to `backend` on the
+    /// current tokio runtime.
+    pub fn spawn(
+        tenant: Arc<Tenant>,
+        backend: Arc<dyn Backend>,
+        config: ForwarderConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        tenant.register_consumer(&config.name, config.start)?;
+        let (tx, rx) = watch::channel(false);
+        let stats = Arc::new(ForwarderStats::new(
+            tenant.id().clone(),
+            config.name.clone(),
+            backend.kind(),
+        ));
+        let inner = Arc::new(Inner {
+            limiter: config.rate_limit.map(ratelimit::Limiter::new),
+            tenant,
+            backend,
+            config,
+            stats,
+            shutdown: rx,
+        });
+        let task = tokio::spawn(Arc::clone(&inner).run());
+        Ok(Self {
+            inner,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    /// Counters and lag.
+    pub fn stats(&self) -> ForwarderStatsSnapshot {
+        self.inner
+            .stats
+            .snapshot(self.inner.tenant.wal().end_offset())
+    }
+
+    /// The shared counters (for exporters).
+    pub fn stats_handle(&self) -> Arc<ForwarderStats> {
+        Arc::clone(&self.inner.stats)
+    }
+
+    /// Sends dead letter `id` again. On success it is marked re-driven; a new permanent
+    /// rejection creates a new dead letter (and also marks this one re-driven).
+    pub async fn redrive(&self, id: u64) -> Result<bool> {
+        let dl = self.inner.tenant.dead_letters(&self.inner.config.name)?;
+        let d = Arc::clone(&dl);
+        let found = tokio::task::spawn_blocking(move || d.get(id))
+            .await
+            .map_err(|_| Error::Closed)??;
+        let Some((entry, batch)) = found else {
+            return Ok(false);
+        };
+        let inner = Arc::clone(&self.inner);
+        if inner
+            .send_part(batch, entry.source.clone(), (0, 1), false)
+            .await
+            .is_err()
+        {
+            return Err(Error::Closed);
+        }
+        tokio::task::spawn_blocking(move || dl.mark_redriven(id))
+            .await
+            .map_err(|_| Error::Closed)??;
+        Ok(true)
+    }
+
+    /// Stops the forwarder: a send under way finishes (bounded by the backend's timeout), an
+    /// unfinished batch stays in flight for the next start. Waits at most `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Closed)?
+}
+
+impl Inner {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn run(self: Arc<Self>) {
+        if let Err(e) = self.clone().forward().await {
+            tracing::error!(tenant = %self.tenant.id(), backend = %self.config.name, error = %e, "forwarder stopped");
+            self.stats.set_error(e.to_string());
+        }
+    }
+
+    async fn forward(self: Arc<Self>) -> Result<()> {
+        let t = Arc::clone(&self.tenant);
+        let name = self.config.name.clone();
+        let state = blocking(move || t.cursors().get(&name)?.ok_or(Error::Closed)).await?;
+        self.stats.set_committed(state.committed);
+        // Batches recorded before a crash are resent exactly as they were.
+        for r in state.in_flight() {
+            let read = self.read_exact(r.clone()).await?;
+            if self.deliver(read, true).await.is_err() {
+                return Ok(());
+            }
+            self.commit(r.end).await?;
+        }
+        let mut next = state.next_read();
+        loop {
+            if !self.wait_for_data(next).await {
+                return Ok(());
+            }
+            let read = self.read(next).await?;
+            if read.end <= next {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            let end = read.end;
+            let t = Arc::clone(&self.tenant);
+            let name = self.config.name.clone();
+            blocking(move || t.begin_batch(&name, end)).await?;
+            if self.deliver(read, false).await.is_err() {
+                return Ok(());
+            }
+            self.commit(end).await?;
+            next = end;
+        }
+    }
+
+    async fn commit(&self, end: u64) -> Result<()> {
+        let t = Arc::clone(&self.tenant);
+        let name = self.config.name.clone();
+        blocking(move || t.commit(&name, end)).await?;
+        self.stats.set_committed(end);
+        Ok(())
+    }
+
+    async fn read(&self, from: u64) -> Result<ReadBatch> {
+        let t = Arc::clone(&self.tenant);
+        let limits = ReadLimits {
+            max_samples: self.config.max_samples,
+            max_bytes: self.config.max_bytes,
+        };
+        blocking(move || t.read_from(from, limits)).await
+    }
+
+    /// Reads exactly `[r.start, r.end)`: what a batch recorded in flight held.
+    async fn read_exact(&self, r: Range<u64>) -> Result<ReadBatch> {
+        let t = Arc::clone(&self.tenant);
+        let limits = ReadLimits {
+            max_samples: (r.end - r.start) as usize,
+            max_bytes: u64::MAX,
+        };
+        blocking(move || t.read_from(r.start, limits)).await
+    }
+
+    /// Waits until data past `next` is readable (and, in batch mode, a full batch or the
+    /// linger time). False when asked to stop.
+    async fn wait_for_data(&self, next: u64) -> bool {
+        let mut end_rx = self.tenant.wal().subscribe();
+        let mut stop = self.shutdown.clone();
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            if *end_rx.borrow_and_update() > next {
+                break;
+            }
+            tokio::select! {
+                r = end_rx.changed() => if r.is_err() { return false },
+                _ = stop.changed() => {}
+            }
+        }
+        if let BatchMode::Batch { linger } = self.config.mode {
+            let deadline = tokio::time::Instant::now() + linger;
+            let wanted = next + self.config.max_samples as u64;
+            while *end_rx.borrow_and_update() < wanted {
+                tokio::select! {
+                    r = end_rx.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.changed() => return false,
+                }
+            }
+        }
+        !self.stopping()
+    }
+
+    /// Sends every part of a batch; all must be settled (delivered, or dead-lettered).
+    async fn deliver(self: &Arc<Self>, read: ReadBatch, resend: bool) -> Result<(), Stopped> {
+        if read.batch.is_empty() {
+            return Ok(());
+        }
+        self.stats
+            .set_oldest_unsent(read.batch.time_range().map(|(lo, _)| lo));
+        let offsets = read.start..read.end;
+        let parts = shard(read.batch, self.config.shards);
+        let n = parts.len() as u32;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            let me = Arc::clone(self);
+            let offsets = offsets.clone();
+            set.spawn(async move { me.send_part(part, offsets, (i as u32, n), resend).await });
+        }
+        let mut result = Ok(());
+        while let Some(r) = set.join_next().await {
+            if !matches!(r, Ok(Ok(()))) {
+                result = Err(Stopped);
+            }
+        }
+        self.stats.set_oldest_unsent(None);
+        result
+    }
+
+    /// Sends one part until it is delivered or dead-lettered.
+    async fn send_part(
+        self: &Arc<Self>,
+        batch: Batch,
+        offsets: Range<u64>,
+        part: (u32, u32),
+        resend: bool,
+    ) -> Result<(), Stopped> {
+        let mut resend = resend;
+        let mut backoff = self.config.backoff.schedule();
+        let samples = batch.sample_count() as u64;
+        loop {
+            if let Some(l) = &self.limiter {
+                l.acquire(&batch, &self.shutdown)
+                    .await
+                    .map_err(|_| Stopped)?;
+            }
+            let req = SendRequest {
+                tenant: self.tenant.id(),
+                batch: &batch,
+                offsets: offsets.clone(),
+                part,
+                resend,
+            };
+            let outcome = self.backend.send(req).await;
+            self.stats.sent();
+            match outcome {
+                Outcome::Delivered { bytes, skipped } => {
+                    self.stats.delivered(samples - skipped.min(samples), bytes);
+                    if skipped > 0 {
+                        self.stats.unsupported(skipped);
+                        tracing::warn!(tenant = %self.tenant.id(), backend = %self.config.name, skipped, "samples the backend cannot represent were left out");
+                    }
+                    return Ok(());
+                }
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                    detail,
+                } => {
+                    self.stats.retry(reason, detail.clone());
+                    tracing::debug!(tenant = %self.tenant.id(), backend = %self.config.name, reason = reason.as_str(), %detail, "send failed, retrying");
+                    resend |= reason.is_ambiguous();
+                    let delay = backoff.next_delay(retry_after);
+                    let mut stop = self.shutdown.clone();
+                    if self.stopping() {
+                        return Err(Stopped);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return Err(Stopped),
+                    }
+                }
+                Outcome::Rejected {
+                    kind: RejectKind::Duplicate,
+                    ..
+                } if resend => {
+                    self.stats.already_delivered(samples);
+                    return Ok(());
+                }
+                Outcome::Rejected {
+                    kind: RejectKind::TooLarge,
+                    ..
+                } if batch.sample_count() > 1 => {
+                    let half = batch.sample_count() / 2;
+                    let (a, b) = (
+                        batch.slice(0, half),
+                        batch.slice(half, batch.sample_count()),
+                    );
+                    let sub = |i: u32| (part.0 * 2 + i, part.1 * 2);
+                    Box::pin(self.send_part(a, offsets.clone(), sub(0), resend)).await?;
+                    return Box::pin(self.send_part(b, offsets, sub(1), resend)).await;
+                }
+                Outcome::Rejected {
+                    kind,
+                    status,
+                    reason,
+                } => {
+                    return self.dead_letter(batch, offsets, kind, status, reason).await;
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        batch: Batch,
+        offsets: Range<u64>,
+        kind: RejectKind,
+        status: Option<u16>,
+        reason: String,
+    ) -> Result<(), Stopped> {
+        let samples = batch.sample_count() as u64;
+        tracing::warn!(tenant = %self.tenant.id(), backend = %self.config.name, ?kind, ?status, %reason, samples, "batch moved to the dead-letter log");
+        self.stats.dead_lettered(samples, reason.clone());
+        let t = Arc::clone(&self.tenant);
+        let name = self.config.name.clone();
+        let stored = blocking(move || {
+            t.dead_letters(&name)?
+                .add(&batch, offsets, kind, status, &reason)
+        })
+        .await;
+        match stored {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Not stored: keep the batch in flight rather than lose it.
+                tracing::error!(tenant = %self.tenant.id(), backend = %self.config.name, error = %e, "dead-letter log failed; the batch stays in flight");
+                self.stats.set_error(e.to_string());
+                Err(Stopped)
+            }
+        }
+    }
+}
+
+/// Splits a batch into `n` parts by series hash (deterministically). Empty parts are dropped.
+fn shard(batch: Batch, n: usize) -> Vec<Batch> {
+    if n <= 1 {
+        return vec![batch];
+    }
+    let mut parts = vec![Batch::new(); n];
+    for e in batch.into_entries() {
+        let mut h = DefaultHasher::new();
+        e.series.hash(&mut h);
+        let i = (h.finish() % n as u64) as usize;
+        parts[i].push(e.series, e.kind, e.samples);
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{MetricKind, Sample, Series};
+
+    #[test]
+    fn sharding_keeps_every_series_in_one_part() {
+        let mut b = Batch::new();
+        for i in 0..100 {
+            let s = Series::new("m", [("i", format!("{}", i % 10))]).expect("valid");
+            b.push_one(s, MetricKind::Gauge, Sample::new(i, 0.0));
+        }
+        let parts = shard(b, 4);
+        assert_eq!(parts.iter().map(Batch::sample_count).sum::<usize>(), 100);
+        for (i, p) in parts.iter().enumerate() {
+            for (j, q) in parts.iter().enumerate() {
+                if i != j {
+                    assert!(p.iter().all(|(s, _, _)| q.iter().all(|(t, _, _)| s != t)));
+                }
+            }
+        }
+    }
+}
