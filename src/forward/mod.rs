@@ -20,6 +20,7 @@
 mod backoff;
 pub mod dlq;
 mod ratelimit;
+pub mod routes;
 mod stats;
 
 use std::collections::hash_map::DefaultHasher;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 
 pub use backoff::BackoffConfig;
 pub use ratelimit::RateLimit;
+pub use routes::{Forwarding, Route, TenantSelector};
 pub use stats::{ForwarderStats, ForwarderStatsSnapshot};
 
 use crate::backends::{Backend, Outcome, RejectKind, SendRequest};
@@ -195,6 +197,11 @@ impl Forwarder {
             .await
             .map_err(|_| Error::Closed)??;
         Ok(true)
+    }
+
+    /// Asks the forwarder to stop without waiting for it.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
     }
 
     /// Stops the forwarder: a send under way finishes (bounded by the backend's timeout), an
