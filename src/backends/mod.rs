@@ -7,6 +7,12 @@
 //! letters are the forwarder's job (`crate::forward`), not the backend's.
 
 pub mod http;
+pub mod influx;
+pub mod mimir;
+pub mod prometheus;
+#[cfg(test)]
+mod testserver;
+pub mod victoriametrics;
 
 use std::future::Future;
 use std::ops::Range;
