@@ -137,8 +137,10 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// Maps a transport error to a retry.
+/// Maps a transport error to a retry. The URL is left out of the detail: it can hold
+/// credentials (InfluxDB v1 `u`/`p` parameters).
 pub fn transport_error(e: reqwest::Error) -> Outcome {
+    let e = e.without_url();
     let reason = if e.is_timeout() {
         RetryReason::Timeout
     } else {
