@@ -213,6 +213,41 @@ impl CursorStore {
         })
     }
 
+    /// In one durable transaction: `to` takes `from`'s state (committed offset and in-flight
+    /// batches) and `from` is removed. `to` never moves backwards: if it is already past
+    /// `from`, it keeps its own state.
+    pub fn replace(&self, to: &str, from: &str) -> Result<CursorState> {
+        let txn = self.db.begin_write()?;
+        let next = {
+            let mut table = txn.open_table(CURSORS)?;
+            let decode = |v: Option<redb::AccessGuard<'_, &[u8]>>,
+                          who: &str|
+             -> Result<Option<CursorState>> {
+                v.map(|g| {
+                    CursorState::decode(g.value())
+                        .ok_or_else(|| self.err(who, "the stored cursor does not decode".into()))
+                })
+                .transpose()
+            };
+            let src = decode(table.get(from)?, from)?
+                .ok_or_else(|| self.err(from, "not registered".into()))?;
+            let dst = decode(table.get(to)?, to)?;
+            let next = match dst {
+                Some(d) if d.committed > src.committed => d,
+                Some(d) => CursorState {
+                    created_ms: d.created_ms,
+                    ..src
+                },
+                None => src,
+            };
+            table.insert(to, next.encode().as_slice())?;
+            table.remove(from)?;
+            next
+        };
+        txn.commit()?;
+        Ok(next)
+    }
+
     /// Removes `consumer`'s cursor; returns whether it existed.
     pub fn remove(&self, consumer: &str) -> Result<bool> {
         let txn = self.db.begin_write()?;

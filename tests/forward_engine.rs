@@ -28,6 +28,9 @@ struct Scripted {
     sent: Mutex<Vec<Sent>>,
     /// Reject any request holding more samples than this as too large.
     max_samples: Option<usize>,
+    /// Time each request takes.
+    delay: Option<Duration>,
+    out_of_order: bool,
 }
 
 impl Scripted {
@@ -50,9 +53,18 @@ impl Backend for Scripted {
     fn kind(&self) -> &'static str {
         "scripted"
     }
+    fn accepts_out_of_order(&self) -> bool {
+        self.out_of_order
+    }
     fn send<'a>(&'a self, req: SendRequest<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            if self.max_samples.is_some_and(|m| req.batch.sample_count() > m) {
+            if let Some(d) = self.delay {
+                tokio::time::sleep(d).await;
+            }
+            if self
+                .max_samples
+                .is_some_and(|m| req.batch.sample_count() > m)
+            {
                 return Outcome::Rejected {
                     kind: RejectKind::TooLarge,
                     status: Some(413),
@@ -92,9 +104,11 @@ fn batch(from: i64, n: i64) -> Batch {
 
 fn setup() -> (tempfile::TempDir, Spool, Arc<Tenant>) {
     let d = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(SpoolConfig::new(d.path(), MasterKey::from_bytes([4; 32])))
-        .expect("spool");
-    let t = spool.tenant(&TenantId::new("t").expect("valid")).expect("tenant");
+    let spool =
+        Spool::open(SpoolConfig::new(d.path(), MasterKey::from_bytes([4; 32]))).expect("spool");
+    let t = spool
+        .tenant(&TenantId::new("t").expect("valid"))
+        .expect("tenant");
     (d, spool, t)
 }
 
@@ -132,7 +146,10 @@ async fn every_sample_is_delivered_once_in_offset_order() {
     assert_eq!(ts, (0..500).collect::<Vec<_>>());
     let sent = b.sent();
     assert!(sent.iter().all(|s| s.offsets.end - s.offsets.start <= 100));
-    assert!(sent.windows(2).all(|w| w[0].offsets.end == w[1].offsets.start));
+    assert!(
+        sent.windows(2)
+            .all(|w| w[0].offsets.end == w[1].offsets.start)
+    );
     f.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -140,7 +157,8 @@ async fn every_sample_is_delivered_once_in_offset_order() {
 async fn a_batch_in_flight_at_a_crash_is_resent_exactly() {
     let (_d, _spool, t) = setup();
     t.append(&batch(0, 300)).await.expect("append");
-    t.register_consumer("a", StartAt::Earliest).expect("register");
+    t.register_consumer("a", StartAt::Earliest)
+        .expect("register");
     // As if a forwarder recorded [0, 120) and [120, 170) in flight and then died.
     t.begin_batch("a", 120).expect("begin");
     t.begin_batch("a", 170).expect("begin");
@@ -167,7 +185,13 @@ async fn a_permanent_rejection_goes_to_the_dead_letter_log_and_the_rest_flows() 
         status: Some(400),
         reason: "bad sample".into(),
     };
-    let b = Scripted::with(vec![Outcome::Delivered { bytes: 1, skipped: 0 }, reject]);
+    let b = Scripted::with(vec![
+        Outcome::Delivered {
+            bytes: 1,
+            skipped: 0,
+        },
+        reject,
+    ]);
     let f = Forwarder::spawn(Arc::clone(&t), b.clone(), config("a")).expect("spawn");
     wait_committed(&f, 300).await;
     let dl = t.dead_letters("a").expect("dlq").list().expect("list");
@@ -190,7 +214,8 @@ async fn a_permanent_rejection_goes_to_the_dead_letter_log_and_the_rest_flows() 
 async fn duplicate_on_a_resend_counts_as_delivered_but_on_a_first_attempt_is_a_dead_letter() {
     let (_d, _spool, t) = setup();
     t.append(&batch(0, 200)).await.expect("append");
-    t.register_consumer("a", StartAt::Earliest).expect("register");
+    t.register_consumer("a", StartAt::Earliest)
+        .expect("register");
     t.begin_batch("a", 100).expect("begin");
     let dup = || Outcome::Rejected {
         kind: RejectKind::Duplicate,
@@ -202,7 +227,10 @@ async fn duplicate_on_a_resend_counts_as_delivered_but_on_a_first_attempt_is_a_d
     wait_committed(&f, 200).await;
     let s = f.stats();
     assert_eq!(s.already_delivered_samples, 100, "the resend of [0, 100)");
-    assert_eq!(s.dead_letter_samples, 100, "the first attempt of [100, 200)");
+    assert_eq!(
+        s.dead_letter_samples, 100,
+        "the first attempt of [100, 200)"
+    );
     f.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -245,7 +273,12 @@ async fn retries_honour_retry_after_and_are_counted_by_reason() {
     assert!(sent[0].at - start >= Duration::from_millis(700));
     assert!(!sent[0].resend, "429 and 503 are not ambiguous");
     let s = f.stats();
-    let count = |r| s.retries.iter().find(|(x, _)| *x == r).map_or(0, |(_, n)| *n);
+    let count = |r| {
+        s.retries
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, n)| *n)
+    };
     assert_eq!(count(RetryReason::RateLimited), 1);
     assert_eq!(count(RetryReason::ServerError), 1);
     assert!(s.up);
@@ -270,4 +303,52 @@ async fn batch_mode_waits_for_a_full_batch_or_the_linger_time() {
     wait_committed(&f, 110).await;
     assert_eq!(b.sent()[1].offsets, 10..110);
     f.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lane_sends_fresh_data_while_the_backlog_drains_then_merges_back() {
+    let (_d, _spool, t) = setup();
+    for i in 0..20 {
+        t.append(&batch(i * 100, 100)).await.expect("append");
+    }
+    let b = Arc::new(Scripted {
+        delay: Some(Duration::from_millis(30)),
+        out_of_order: true,
+        ..Scripted::default()
+    });
+    let mut c = config("a");
+    c.live_lane = Some(500);
+    let f = Forwarder::spawn(Arc::clone(&t), b.clone(), c).expect("spawn");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fresh = t.append(&batch(1_000_000, 50)).await.expect("append");
+    wait_committed(&f, fresh.end).await;
+    let keys = b.delivered_keys();
+    let pos = |ts: i64| keys.iter().position(|(_, x)| *x == ts).expect("delivered");
+    assert!(
+        pos(1_000_000) < pos(1_999),
+        "fresh data went out before the end of the backlog"
+    );
+    let mut ts: Vec<i64> = keys.iter().map(|(_, x)| *x).collect();
+    ts.sort_unstable();
+    let mut want: Vec<i64> = (0..2000).collect();
+    want.extend(1_000_000..1_000_050);
+    assert_eq!(ts, want, "every sample exactly once");
+    let names: Vec<String> = t
+        .cursors()
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec!["a".to_owned()], "the live lane merged back");
+    f.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lane_is_refused_for_a_backend_that_needs_order() {
+    let (_d, _spool, t) = setup();
+    let mut c = config("a");
+    c.live_lane = Some(10);
+    let err = Forwarder::spawn(Arc::clone(&t), Scripted::with(vec![]), c).expect_err("refused");
+    assert!(err.to_string().contains("out-of-order"), "{err}");
 }

@@ -75,6 +75,11 @@ pub struct ForwarderConfig {
     pub rate_limit: Option<RateLimit>,
     /// Where a new cursor starts. Default [`StartAt::Now`]; an existing cursor is kept.
     pub start: StartAt,
+    /// Live lane: when more than this many samples wait, fresh data is forwarded by a second
+    /// cursor while the backlog drains, and the two merge once the backlog is sent. Only for
+    /// backends that accept out-of-order samples (VictoriaMetrics, InfluxDB, Prometheus or
+    /// Mimir with an out-of-order window). Default none (strict offset order).
+    pub live_lane: Option<u64>,
 }
 
 impl ForwarderConfig {
@@ -91,6 +96,7 @@ impl ForwarderConfig {
             backoff: BackoffConfig::default(),
             rate_limit: None,
             start: StartAt::Now,
+            live_lane: None,
         }
     }
 
@@ -139,6 +145,14 @@ impl Forwarder {
         config: ForwarderConfig,
     ) -> Result<Self> {
         config.validate()?;
+        if config.live_lane.is_some() && !backend.accepts_out_of_order() {
+            return Err(crate::InvalidInput::Batch(format!(
+                "forwarder {}: a live lane needs a backend that accepts out-of-order samples; {} does not",
+                config.name,
+                backend.kind()
+            ))
+            .into());
+        }
         tenant.register_consumer(&config.name, config.start)?;
         let (tx, rx) = watch::channel(false);
         let stats = Arc::new(ForwarderStats::new(
@@ -234,45 +248,142 @@ impl Inner {
     }
 
     async fn forward(self: Arc<Self>) -> Result<()> {
+        let main = self.config.name.clone();
+        loop {
+            let live = self.live_cursor().await?;
+            let outcome = match live {
+                // A live lane exists: drain the backlog up to where it started, while it
+                // forwards fresh data; then hand its position over to the main cursor.
+                Some((live_name, split)) => {
+                    let (pause_tx, pause_rx) = watch::channel(false);
+                    let me = Arc::clone(&self);
+                    let ln = live_name.clone();
+                    let live_task =
+                        tokio::spawn(async move { me.lane(&ln, None, Some(pause_rx)).await });
+                    let backlog = self.lane(&main, Some(split), None).await;
+                    let _ = pause_tx.send(true);
+                    let live_end = live_task.await.map_err(|_| Error::Closed)??;
+                    match (backlog?, live_end) {
+                        (LaneEnd::Reached, LaneEnd::Paused) => {
+                            self.hand_over(&live_name).await?;
+                            continue;
+                        }
+                        _ => LaneEnd::Stopped,
+                    }
+                }
+                None => self.lane(&main, None, None).await?,
+            };
+            match outcome {
+                LaneEnd::SplitAt(split) => {
+                    let t = Arc::clone(&self.tenant);
+                    let name = format!("{main}{LIVE_SUFFIX}{split}");
+                    blocking(move || t.register_consumer(&name, StartAt::Offset(split))).await?;
+                    tracing::info!(tenant = %self.tenant.id(), backend = %main, split, "backlog large: fresh data now goes through a live lane");
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The live lane's cursor name and split offset, if one exists.
+    async fn live_cursor(&self) -> Result<Option<(String, u64)>> {
         let t = Arc::clone(&self.tenant);
-        let name = self.config.name.clone();
-        let state = blocking(move || t.cursors().get(&name)?.ok_or(Error::Closed)).await?;
+        let prefix = format!("{}{LIVE_SUFFIX}", self.config.name);
+        blocking(move || {
+            Ok(t.cursors().list()?.into_iter().find_map(|(n, _)| {
+                let split = n.strip_prefix(&prefix)?.parse().ok()?;
+                Some((n, split))
+            }))
+        })
+        .await
+    }
+
+    /// The backlog reached the split: the main cursor takes the live lane's position, in one
+    /// durable step.
+    async fn hand_over(&self, live: &str) -> Result<()> {
+        let t = Arc::clone(&self.tenant);
+        let (main, live) = (self.config.name.clone(), live.to_owned());
+        let state = blocking(move || t.cursors().replace(&main, &live)).await?;
         self.stats.set_committed(state.committed);
+        tracing::info!(tenant = %self.tenant.id(), backend = %self.config.name, at = state.committed, "backlog drained: live lane merged back");
+        Ok(())
+    }
+
+    /// Forwards with cursor `cursor` until `stop_at` (exclusive) is committed, a pause is
+    /// asked for, a live lane is needed, or the forwarder stops.
+    async fn lane(
+        self: &Arc<Self>,
+        cursor: &str,
+        stop_at: Option<u64>,
+        pause: Option<watch::Receiver<bool>>,
+    ) -> Result<LaneEnd> {
+        let t = Arc::clone(&self.tenant);
+        let name = cursor.to_owned();
+        let state = blocking(move || t.cursors().get(&name)?.ok_or(Error::Closed)).await?;
+        let is_main = cursor == self.config.name;
+        if is_main {
+            self.stats.set_committed(state.committed);
+        }
         // Batches recorded before a crash are resent exactly as they were.
         for r in state.in_flight() {
             let read = self.read_exact(r.clone()).await?;
             if self.deliver(read, true).await.is_err() {
-                return Ok(());
+                return Ok(LaneEnd::Stopped);
             }
-            self.commit(r.end).await?;
+            self.commit(cursor, r.end).await?;
         }
         let mut next = state.next_read();
         loop {
-            if !self.wait_for_data(next).await {
-                return Ok(());
+            if stop_at.is_some_and(|p| next >= p) {
+                return Ok(LaneEnd::Reached);
             }
-            let read = self.read(next).await?;
+            if pause.as_ref().is_some_and(|p| *p.borrow()) {
+                return Ok(LaneEnd::Paused);
+            }
+            if !self.wait_for_data(next, pause.clone()).await {
+                return Ok(if self.stopping() {
+                    LaneEnd::Stopped
+                } else {
+                    LaneEnd::Paused
+                });
+            }
+            if let Some(split) = self.split_point(is_main && stop_at.is_none(), next) {
+                return Ok(LaneEnd::SplitAt(split));
+            }
+            let mut read = self.read(next).await?;
+            if let Some(p) = stop_at {
+                read = truncate(read, p);
+            }
             if read.end <= next {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             let end = read.end;
             let t = Arc::clone(&self.tenant);
-            let name = self.config.name.clone();
+            let name = cursor.to_owned();
             blocking(move || t.begin_batch(&name, end)).await?;
             if self.deliver(read, false).await.is_err() {
-                return Ok(());
+                return Ok(LaneEnd::Stopped);
             }
-            self.commit(end).await?;
+            self.commit(cursor, end).await?;
             next = end;
         }
     }
 
-    async fn commit(&self, end: u64) -> Result<()> {
+    /// Where a live lane should start, when the main lane's backlog passed the threshold.
+    fn split_point(&self, eligible: bool, next: u64) -> Option<u64> {
+        let threshold = self.config.live_lane?;
+        let end = self.tenant.wal().end_offset();
+        (eligible && end - next > threshold).then_some(end)
+    }
+
+    async fn commit(&self, cursor: &str, end: u64) -> Result<()> {
         let t = Arc::clone(&self.tenant);
-        let name = self.config.name.clone();
+        let name = cursor.to_owned();
         blocking(move || t.commit(&name, end)).await?;
-        self.stats.set_committed(end);
+        if cursor == self.config.name {
+            self.stats.set_committed(end);
+        }
         Ok(())
     }
 
@@ -297,11 +408,18 @@ impl Inner {
 
     /// Waits until data past `next` is readable (and, in batch mode, a full batch or the
     /// linger time). False when asked to stop.
-    async fn wait_for_data(&self, next: u64) -> bool {
+    async fn wait_for_data(&self, next: u64, pause: Option<watch::Receiver<bool>>) -> bool {
         let mut end_rx = self.tenant.wal().subscribe();
         let mut stop = self.shutdown.clone();
+        let (_keep, mut pause) = match pause {
+            Some(p) => (None, p),
+            None => {
+                let (tx, rx) = watch::channel(false);
+                (Some(tx), rx)
+            }
+        };
         loop {
-            if self.stopping() {
+            if self.stopping() || *pause.borrow() {
                 return false;
             }
             if *end_rx.borrow_and_update() > next {
@@ -310,6 +428,7 @@ impl Inner {
             tokio::select! {
                 r = end_rx.changed() => if r.is_err() { return false },
                 _ = stop.changed() => {}
+                _ = pause.changed() => {}
             }
         }
         if let BatchMode::Batch { linger } = self.config.mode {
@@ -320,10 +439,11 @@ impl Inner {
                     r = end_rx.changed() => if r.is_err() { break },
                     _ = tokio::time::sleep_until(deadline) => break,
                     _ = stop.changed() => return false,
+                    _ = pause.changed() => return false,
                 }
             }
         }
-        !self.stopping()
+        !self.stopping() && !*pause.borrow()
     }
 
     /// Sends every part of a batch; all must be settled (delivered, or dead-lettered).
@@ -463,6 +583,42 @@ impl Inner {
                 Err(Stopped)
             }
         }
+    }
+}
+
+/// How a lane ended.
+enum LaneEnd {
+    /// The forwarder is stopping.
+    Stopped,
+    /// The backlog lane committed up to its split point.
+    Reached,
+    /// The live lane paused at a batch boundary, as asked.
+    Paused,
+    /// The main lane's backlog passed the threshold: start a live lane at this offset.
+    SplitAt(u64),
+}
+
+/// Marks live-lane cursors: `<name>.live@<split offset>`.
+const LIVE_SUFFIX: &str = ".live@";
+
+/// Drops the samples at or past `limit` from a read (a backlog lane must not send what the
+/// live lane sends).
+fn truncate(read: ReadBatch, limit: u64) -> ReadBatch {
+    if read.end <= limit {
+        return read;
+    }
+    let keep = read.offsets().take_while(|&o| o < limit).count();
+    ReadBatch {
+        start: read.start,
+        end: limit.max(read.start),
+        batch: read.batch.slice(0, keep),
+        runs: read
+            .runs
+            .iter()
+            .filter(|r| r.start < limit)
+            .map(|r| r.start..r.end.min(limit))
+            .collect(),
+        skipped: read.skipped,
     }
 }
 
