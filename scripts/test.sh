@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: unit, integration, examples and benches (as tests), then the doc tests.
+# Installs what the tests need first, so it works on a fresh machine (run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- Debian packages the tests need --------------------------------------------------------
+# Add packages here (e.g. real backend servers that forwarder tests start on 127.0.0.1).
+# None are needed yet.
+debian_packages=()
+if ((${#debian_packages[@]} > 0)); then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${debian_packages[@]}"
+fi
+# --------------------------------------------------------------------------------------------
+
+cargo test --all-targets
+cargo test --doc
