@@ -390,13 +390,21 @@ fn too_large(e: EncodeError) -> Outcome {
 
 /// Remote-write classification: [`http::classify`], except that a 400 naming an
 /// out-of-order, duplicate, too-old or out-of-bounds sample is [`RejectKind::Duplicate`]
-/// (on a resend it means the samples are already stored).
+/// (on a resend it means the samples are already stored). So is Prometheus 2.42's
+/// `500 too old sample` (a sample older than the out-of-order window; its write handler
+/// maps only the other append errors to 400): retrying it can never succeed, and it held up
+/// every later batch of the tenant.
 pub(crate) fn classify(a: &Answer, body_bytes: u64) -> Outcome {
-    if a.status == 400 && names_stored_sample_conflict(&a.body) {
+    let conflict = match a.status {
+        400 => names_stored_sample_conflict(&a.body),
+        500 => a.body.contains("too old sample"),
+        _ => false,
+    };
+    if conflict {
         return Outcome::Rejected {
             kind: RejectKind::Duplicate,
-            status: Some(400),
-            reason: format!("HTTP 400: {}", a.body),
+            status: Some(a.status),
+            reason: format!("HTTP {}: {}", a.status, a.body),
         };
     }
     http::classify(a, body_bytes)
@@ -714,6 +722,15 @@ pub(crate) mod tests {
             classify(&answer(500, "out of order sample"), 1),
             Outcome::Retry {
                 reason: RetryReason::ServerError,
+                ..
+            }
+        ));
+        // Except Prometheus 2.42's answer to a sample older than its out-of-order window.
+        assert!(matches!(
+            classify(&answer(500, "too old sample\n"), 1),
+            Outcome::Rejected {
+                kind: RejectKind::Duplicate,
+                status: Some(500),
                 ..
             }
         ));
