@@ -8,12 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::proxy::{Fault, FaultProxy};
 use common::servers::Server;
 use common::{DataSet, blocking, query};
 use metricspool::backends::influx::{Influx, InfluxConfig};
 use metricspool::backends::prometheus::{RemoteWrite, RemoteWriteConfig};
 use metricspool::backends::victoriametrics::{VictoriaMetrics, VictoriaMetricsConfig};
-use metricspool::backends::{Backend, RetryReason};
+use metricspool::backends::{Backend, RejectKind, RetryReason};
 use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
 use metricspool::{StartAt, Tenant, TenantId};
 
@@ -301,4 +302,399 @@ async fn restart_and_measure(
     let noticed = up.elapsed();
     drain(f, t, Duration::from_secs(60), what).await;
     (server, noticed, up.elapsed())
+}
+
+/// One fault phase of the proxy test: what the proxies do, how many faulty requests to wait
+/// for, and which retry counter must grow.
+struct Phase {
+    fault: Fault,
+    requests: usize,
+    reason: Option<RetryReason>,
+}
+
+/// Each phase appends a slice for a faulty tenant (behind the proxies) and a healthy one
+/// (direct), makes the proxies fail, checks that the healthy tenant's slice arrives while the
+/// faulty one cannot, then heals the proxies and waits for the faulty slice. At the end both
+/// tenants are compared sample by sample in VictoriaMetrics (without dedup, so any resend of
+/// delivered data would show) and Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_faults_lose_and_duplicate_nothing_and_leave_other_tenants_alone() {
+    let (prom, vm) = blocking(|| {
+        let mut p = Server::prometheus();
+        p.start();
+        let mut v = Server::victoria_metrics(false);
+        v.start();
+        (p, v)
+    })
+    .await;
+    let pv = FaultProxy::start(vm.port).await;
+    let pp = FaultProxy::start(prom.port).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let spool = common::open_spool(dir.path());
+    let open = |name: &str| {
+        spool
+            .tenant(&TenantId::new(name).expect("valid"))
+            .expect("the tenant opens")
+    };
+    let (faulty, healthy) = (open("faulty"), open("healthy"));
+    let timeout = Duration::from_secs(2);
+    let spawn = |t: &Arc<Tenant>, name: &str, b: Arc<dyn Backend>| {
+        Forwarder::spawn(Arc::clone(t), b, fwd_config(name)).expect("the forwarder starts")
+    };
+    let fv = spawn(&faulty, "vm", victoria_metrics(&pv.url(), timeout));
+    let fp = spawn(&faulty, "prometheus", prometheus(&pp.url(), timeout));
+    let hv = spawn(&healthy, "vm", victoria_metrics(&vm.url(), timeout));
+    let hp = spawn(&healthy, "prometheus", prometheus(&prom.url(), timeout));
+
+    let retry_after = Duration::from_secs(2);
+    let phases = [
+        Phase {
+            fault: Fault::TooManyRequests {
+                retry_after_secs: retry_after.as_secs(),
+            },
+            requests: 2,
+            reason: Some(RetryReason::RateLimited),
+        },
+        Phase {
+            fault: Fault::Unavailable,
+            requests: 3,
+            reason: Some(RetryReason::ServerError),
+        },
+        Phase {
+            fault: Fault::Reset,
+            requests: 3,
+            reason: Some(RetryReason::Network),
+        },
+        Phase {
+            fault: Fault::Stall,
+            requests: 1,
+            reason: Some(RetryReason::Timeout),
+        },
+        Phase {
+            fault: Fault::Delay(Duration::from_millis(300)),
+            requests: 1,
+            reason: None,
+        },
+    ];
+    let fset = DataSet::new("fault_samples", "faulty", 20, 100 * (phases.len() + 1));
+    let hset = DataSet::new("fault_samples", "healthy", 20, 100 * (phases.len() + 1));
+    let (fb, hb) = (fset.batches(2_000), hset.batches(2_000));
+    assert_eq!(fb.len(), phases.len() + 1);
+
+    for (k, p) in phases.iter().enumerate() {
+        let t0 = Instant::now();
+        let (nv, np) = (pv.count_of(p.fault), pp.count_of(p.fault));
+        let before: Vec<u64> = [&fv, &fp]
+            .iter()
+            .map(|f| p.reason.map_or(0, |r| retries(f, r)))
+            .collect();
+        pv.set(p.fault);
+        pp.set(p.fault);
+        faulty.append(&fb[k]).await.expect("append");
+        healthy.append(&hb[k]).await.expect("append");
+        let what = format!("{:?}", p.fault);
+        common::wait_until_async(Duration::from_secs(30), Duration::from_millis(10), || {
+            pv.count_of(p.fault) >= nv + p.requests && pp.count_of(p.fault) >= np + p.requests
+        })
+        .await
+        .unwrap_or_else(|| panic!("{what}: the proxies saw too few requests"));
+        // The healthy tenant's slice arrives while the faulty one's is held up.
+        drain(&hv, &healthy, Duration::from_secs(10), "healthy vm").await;
+        drain(&hp, &healthy, Duration::from_secs(10), "healthy prometheus").await;
+        if p.reason.is_some() {
+            assert!(
+                !caught_up(&fv, &faulty) && !caught_up(&fp, &faulty),
+                "{what}: the faulty tenant cannot have delivered yet"
+            );
+            for (f, b) in [&fv, &fp].iter().zip(&before) {
+                common::wait_until_async(
+                    Duration::from_secs(10),
+                    Duration::from_millis(10),
+                    || p.reason.is_some_and(|r| retries(f, r) > *b),
+                )
+                .await
+                .unwrap_or_else(|| panic!("{what}: no retry counted: {:?}", f.stats()));
+            }
+        }
+        pv.set(Fault::Pass);
+        pp.set(Fault::Pass);
+        drain(&fv, &faulty, Duration::from_secs(30), "faulty vm").await;
+        drain(&fp, &faulty, Duration::from_secs(30), "faulty prometheus").await;
+        eprintln!("faults: {what} phase done in {:?}", t0.elapsed());
+    }
+
+    // Every attempt that followed a 429 waited at least its Retry-After.
+    for proxy in [&pv, &pp] {
+        let seen = proxy.seen();
+        let mut checked = 0;
+        for w in seen.windows(2) {
+            if matches!(w[0].fault, Fault::TooManyRequests { .. }) {
+                let gap = w[1].at - w[0].at;
+                assert!(gap >= retry_after, "a retry came {gap:?} after a 429");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "{checked} retries after a 429");
+    }
+
+    // A timeout after the backend stored the request: Prometheus takes the resend (it is
+    // marked as a resend, so a "duplicate"/"out of order" answer counts as delivered).
+    let k = phases.len();
+    let timeouts = retries(&fp, RetryReason::Timeout);
+    pp.script([Fault::Delay(timeout + Duration::from_millis(700))]);
+    faulty.append(&fb[k]).await.expect("append");
+    healthy.append(&hb[k]).await.expect("append");
+    drain(&fp, &faulty, Duration::from_secs(30), "resent prometheus").await;
+    drain(&fv, &faulty, Duration::from_secs(30), "vm").await;
+    assert!(retries(&fp, RetryReason::Timeout) > timeouts);
+    for f in [&hv, &hp] {
+        drain(f, &healthy, Duration::from_secs(10), "healthy").await;
+    }
+
+    verify(&fset, Some(prom.port), Some(vm.port)).await;
+    verify(&hset, Some(prom.port), Some(vm.port)).await;
+    for (what, f) in [
+        ("faulty vm", &fv),
+        ("faulty prometheus", &fp),
+        ("healthy vm", &hv),
+    ] {
+        let s = f.stats();
+        eprintln!(
+            "faults: {what}: {} sends, {} delivered, {} already delivered, retries {:?}",
+            s.sends, s.delivered_samples, s.already_delivered_samples, s.retries
+        );
+    }
+    for f in [&hv, &hp] {
+        let s = f.stats();
+        assert!(
+            s.retries.iter().all(|(_, n)| *n == 0),
+            "the healthy tenant never failed: {s:?}"
+        );
+    }
+}
+
+/// One sample of `dlq_samples{tenant="dlq",s="old"}` at `ts`.
+fn one_sample(ts: i64) -> metricspool::Batch {
+    let mut b = metricspool::Batch::new();
+    let series = metricspool::Series::new("dlq_samples", [("tenant", "dlq"), ("s", "old")])
+        .expect("a valid series");
+    b.push_one(
+        series,
+        metricspool::MetricKind::Gauge,
+        metricspool::Sample::new(ts, 1.5),
+    );
+    b
+}
+
+/// Prometheus refuses a sample older than its out-of-order window (2.42 answers it with
+/// `500 too old sample`, which must not be retried forever); a 401 from a misconfigured
+/// proxy is refused too. Both batches land in the dead-letter log with the reason, the
+/// batches after them flow, and `redrive` sends them again: the too-old one is refused again
+/// (a new dead letter), the 401 one is delivered once the proxy is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_prometheus_refuses_are_dead_lettered_with_the_reason_and_can_be_redriven() {
+    let prom = blocking(|| {
+        let mut p = Server::prometheus();
+        p.start();
+        p
+    })
+    .await;
+    let pp = FaultProxy::start(prom.port).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let spool = common::open_spool(dir.path());
+    let t = spool
+        .tenant(&TenantId::new("dlq").expect("valid"))
+        .expect("the tenant opens");
+    let f = Forwarder::spawn(
+        Arc::clone(&t),
+        prometheus(&pp.url(), Duration::from_secs(10)),
+        fwd_config("prometheus"),
+    )
+    .expect("the forwarder starts");
+    let set = DataSet::new("dlq_samples", "dlq", 5, 400);
+    let good = set.batches(500);
+    assert_eq!(good.len(), 4);
+    let within = Duration::from_secs(20);
+
+    // Each append is drained before the next, so each is a batch of its own.
+    t.append(&good[0]).await.expect("append");
+    drain(&f, &t, within, "good 0").await;
+    let old = t
+        .append(&one_sample(common::now_ms() - 40 * 86_400_000))
+        .await
+        .expect("append");
+    drain(&f, &t, within, "too old").await;
+    t.append(&good[1]).await.expect("append");
+    drain(&f, &t, within, "good 1").await;
+    pp.script([Fault::Status(401)]);
+    let refused = t.append(&good[2]).await.expect("append");
+    drain(&f, &t, within, "401").await;
+    t.append(&good[3]).await.expect("append");
+    drain(&f, &t, within, "good 3").await;
+
+    let dlq = t
+        .dead_letters("prometheus")
+        .expect("the dead-letter log opens");
+    let list = dlq.list().expect("list");
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (too_old, unauthorized) = (&list[0], &list[1]);
+    assert_eq!(too_old.source, old);
+    assert_eq!(too_old.samples, 1);
+    assert!(too_old.reason.contains("too old"), "{too_old:?}");
+    assert!(!too_old.redriven);
+    assert_eq!(unauthorized.source, refused);
+    assert_eq!(unauthorized.samples, 500);
+    assert_eq!(unauthorized.status, Some(401));
+    assert!(
+        matches!(unauthorized.kind, RejectKind::Permanent),
+        "{unauthorized:?}"
+    );
+    assert!(unauthorized.reason.contains("refused by the proxy"));
+    let s = f.stats();
+    assert_eq!((s.dead_letter_batches, s.dead_letter_samples), (2, 501));
+    eprintln!("dlq: {too_old:?}\ndlq: {unauthorized:?}");
+
+    // Everything but the refused batch is in Prometheus.
+    let mut expected = set.expected();
+    for samples in expected.values_mut() {
+        samples.retain(|(ts, _)| !(set.ts(200)..set.ts(300)).contains(ts));
+    }
+    let sel = set.selector(None);
+    let pport = prom.port;
+    let got = blocking(move || query::prometheus(pport, &sel, "2d")).await;
+    let d = query::diff(&expected, &got);
+    assert!(d.is_exact(), "{d:?}");
+
+    // Re-drive: the too-old sample is refused again, the other one is delivered.
+    let requests = pp.count();
+    assert!(f.redrive(too_old.id).await.expect("redrive"));
+    assert!(f.redrive(unauthorized.id).await.expect("redrive"));
+    assert_eq!(pp.count(), requests + 2, "each re-drive sends once");
+    let list = dlq.list().expect("list");
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(list[0].redriven && list[1].redriven && !list[2].redriven);
+    assert_eq!(
+        list[2].source, old,
+        "the too-old sample is a dead letter again"
+    );
+    let sel = set.selector(None);
+    let got = blocking(move || query::prometheus(pport, &sel, "2d")).await;
+    let d = query::diff(&set.expected(), &got);
+    assert!(d.is_exact(), "after the re-drive: {d:?}");
+}
+
+/// Appends `batches` one by one, every `every`, and returns for each how long it took until
+/// every forwarder in `fs` had committed it.
+async fn delivery_latencies(
+    t: &Arc<Tenant>,
+    fs: &[&Forwarder],
+    batches: &[metricspool::Batch],
+    every: Duration,
+) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for b in batches {
+        let r = t.append(b).await.expect("append");
+        let lat =
+            common::wait_until_async(Duration::from_secs(30), Duration::from_millis(2), || {
+                fs.iter().all(|f| f.stats().committed >= r.end)
+            })
+            .await
+            .expect("the slice is delivered within 30 s");
+        out.push(lat);
+        tokio::time::sleep(every.saturating_sub(lat)).await;
+    }
+    out
+}
+
+fn summary(l: &[Duration]) -> String {
+    let mut v = l.to_vec();
+    v.sort();
+    format!(
+        "median {:?}, max {:?} over {}",
+        v[v.len() / 2],
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
+/// Tenant A's backends fail in the two ways that hurt most: its VictoriaMetrics is down
+/// (connection refused) and its Prometheus is behind a proxy that accepts requests and never
+/// answers. Meanwhile A holds a backlog of 200,000 samples. Tenant B's slices still reach
+/// its own VictoriaMetrics and Prometheus as fast as before A's trouble.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_dead_backends_never_slow_another_tenants_forwarding() {
+    let (prom, vm) = blocking(|| {
+        let mut p = Server::prometheus();
+        p.start();
+        let mut v = Server::victoria_metrics(false);
+        v.start();
+        (p, v)
+    })
+    .await;
+    let a_vm = Server::victoria_metrics(false); // not started yet
+    let stall = FaultProxy::start(prom.port).await;
+    stall.set(Fault::Stall);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let spool = common::open_spool(dir.path());
+    let open = |name: &str| {
+        spool
+            .tenant(&TenantId::new(name).expect("valid"))
+            .expect("the tenant opens")
+    };
+    let (a, b) = (open("a"), open("b"));
+    let timeout = Duration::from_secs(5);
+    let spawn = |t: &Arc<Tenant>, name: &str, be: Arc<dyn Backend>| {
+        Forwarder::spawn(Arc::clone(t), be, fwd_config(name)).expect("the forwarder starts")
+    };
+    let av = spawn(&a, "vm", victoria_metrics(&a_vm.url(), timeout));
+    let ap = spawn(&a, "prometheus", prometheus(&stall.url(), timeout));
+    let bv = spawn(&b, "vm", victoria_metrics(&vm.url(), timeout));
+    let bp = spawn(&b, "prometheus", prometheus(&prom.url(), timeout));
+
+    let aset = DataSet::new("iso_samples", "a", 100, 2_000);
+    let bset = DataSet::new("iso_samples", "b", 10, 5_000);
+    let bb = bset.batches(1_000);
+    let (b_before, b_during) = bb.split_at(10);
+    // 40 slices 150 ms apart: longer than A's 5 s timeout, so its stalled request times out.
+    let every = Duration::from_millis(150);
+    let baseline = delivery_latencies(&b, &[&bv, &bp], b_before, every).await;
+
+    append_all(&a, &aset.batches(10_000)).await;
+    let during = delivery_latencies(&b, &[&bv, &bp], b_during, every).await;
+    assert!(
+        !caught_up(&av, &a) && !caught_up(&ap, &a),
+        "A cannot have delivered"
+    );
+    assert!(retries(&av, RetryReason::Network) > 0 && retries(&ap, RetryReason::Timeout) > 0);
+    eprintln!(
+        "isolation: B's slice delivery latency before A's outage {}; during it {}",
+        summary(&baseline),
+        summary(&during)
+    );
+    let worst = during.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_secs(3),
+        "B waited {worst:?} for a slice"
+    );
+    for f in [&bv, &bp] {
+        assert!(f.stats().retries.iter().all(|(_, n)| *n == 0));
+    }
+
+    // A's backends return; A drains; both tenants are exact.
+    let a_vm = blocking(move || {
+        let mut s = a_vm;
+        s.start();
+        s
+    })
+    .await;
+    stall.set(Fault::Pass);
+    let t0 = Instant::now();
+    drain(&av, &a, Duration::from_secs(60), "A vm").await;
+    drain(&ap, &a, Duration::from_secs(60), "A prometheus").await;
+    eprintln!(
+        "isolation: A's backlog drained {:?} after its backends returned",
+        t0.elapsed()
+    );
+    verify(&aset, Some(prom.port), Some(a_vm.port)).await;
+    verify(&bset, Some(prom.port), Some(vm.port)).await;
 }
