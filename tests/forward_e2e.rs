@@ -70,10 +70,18 @@ async fn append(t: &Arc<Tenant>, set: &DataSet) {
     }
 }
 
-/// Samples per tenant in the end-to-end test. ~1M as the issue asks in release mode; see
-/// `E2E_SERIES` and the report for debug builds.
+/// Series per tenant in the end-to-end test.
 const E2E_SERIES: usize = 200;
-const E2E_PER_SERIES: usize = 5_000;
+
+/// Samples per series: 5,000 by default, so 1,000,000 samples per tenant as the issue asks
+/// (about 80 s of this test in a debug build on 2 idle cores); `METRICSPOOL_E2E_PER_SERIES`
+/// overrides it.
+fn e2e_per_series() -> usize {
+    std::env::var("METRICSPOOL_E2E_PER_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_tenants_reach_prometheus_victoriametrics_and_influxdb_exactly_once() {
@@ -95,11 +103,12 @@ async fn three_tenants_reach_prometheus_victoriametrics_and_influxdb_exactly_onc
         ("vm", victoria_metrics(&vm.url(), timeout)),
         ("influx", influx(&idb.url(), timeout, &["t1", "t2", "t3"])),
     ];
+    let per_series = e2e_per_series();
     let sets: Vec<DataSet> = ["t1", "t2", "t3"]
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let mut s = DataSet::new("e2e_samples", t, E2E_SERIES, E2E_PER_SERIES);
+            let mut s = DataSet::new("e2e_samples", t, E2E_SERIES, per_series);
             s.seed = i as u64 + 1;
             s
         })
@@ -126,14 +135,17 @@ async fn three_tenants_reach_prometheus_victoriametrics_and_influxdb_exactly_onc
     appends.join_all().await;
     let appended = t0.elapsed();
     let drained =
-        common::wait_until_async(Duration::from_secs(180), Duration::from_millis(50), || {
+        common::wait_until_async(Duration::from_secs(300), Duration::from_millis(50), || {
             forwarders.iter().all(|(_, _, f, t)| caught_up(f, t))
         })
         .await;
     let total: usize = sets.iter().map(DataSet::len).sum();
+    let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "e2e: {total} samples appended in {appended:?}, all forwarders caught up after {:?}",
-        t0.elapsed()
+        "e2e: {total} samples appended in {appended:?}, all forwarders caught up after {secs:.1} s: \
+         {:.0} samples/s into each backend, {:.0} deliveries/s in all",
+        total as f64 / secs,
+        (total * backends.len()) as f64 / secs
     );
     for (tenant, name, f, _) in &forwarders {
         let s = f.stats();
@@ -164,6 +176,26 @@ async fn three_tenants_reach_prometheus_victoriametrics_and_influxdb_exactly_onc
                 let d = query::diff(&exp, &got);
                 assert!(d.is_exact(), "influxdb {sel}: {d:?}");
             }
+            // The backends' own counts agree: VictoriaMetrics keeps duplicates (no dedup
+            // here), so its count proves none was stored twice.
+            let sel = set.selector(None);
+            let n = set.len() as u64;
+            assert_eq!(
+                query::count_over_time(pp, &sel, "2d"),
+                n,
+                "prometheus {sel}"
+            );
+            assert_eq!(
+                query::count_over_time(vp, &sel, "2d"),
+                n,
+                "victoriametrics {sel}"
+            );
+            let where_ = format!("\"tenant\"='{}'", set.tenant);
+            assert_eq!(
+                query::influx_count(ip, &set.metric, &where_),
+                n,
+                "influxdb {sel}"
+            );
         }
     })
     .await;
@@ -312,23 +344,31 @@ struct Phase {
     reason: Option<RetryReason>,
 }
 
-/// Each phase appends a slice for a faulty tenant (behind the proxies) and a healthy one
-/// (direct), makes the proxies fail, checks that the healthy tenant's slice arrives while the
-/// faulty one cannot, then heals the proxies and waits for the faulty slice. At the end both
-/// tenants are compared sample by sample in VictoriaMetrics (without dedup, so any resend of
-/// delivered data would show) and Prometheus.
+/// A faulty tenant's path to one backend: the proxy in front of it and the forwarder.
+struct FaultyPath {
+    name: &'static str,
+    proxy: FaultProxy,
+    fwd: Forwarder,
+}
+
+/// Each phase appends a slice for a faulty tenant (behind proxies in front of
+/// VictoriaMetrics, Prometheus and InfluxDB) and a healthy one (direct to VictoriaMetrics and
+/// Prometheus), makes the proxies fail, checks that the healthy tenant's slice arrives while
+/// the faulty one cannot, then heals the proxies and waits for the faulty slice. At the end
+/// both tenants are compared sample by sample in every backend; VictoriaMetrics runs without
+/// dedup, so any resend of delivered data would show there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_faults_lose_and_duplicate_nothing_and_leave_other_tenants_alone() {
-    let (prom, vm) = blocking(|| {
+    let (prom, vm, idb) = blocking(|| {
         let mut p = Server::prometheus();
         p.start();
         let mut v = Server::victoria_metrics(false);
         v.start();
-        (p, v)
+        let mut i = Server::influx();
+        i.start();
+        (p, v, i)
     })
     .await;
-    let pv = FaultProxy::start(vm.port).await;
-    let pp = FaultProxy::start(prom.port).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let spool = common::open_spool(dir.path());
     let open = |name: &str| {
@@ -341,8 +381,21 @@ async fn proxy_faults_lose_and_duplicate_nothing_and_leave_other_tenants_alone()
     let spawn = |t: &Arc<Tenant>, name: &str, b: Arc<dyn Backend>| {
         Forwarder::spawn(Arc::clone(t), b, fwd_config(name)).expect("the forwarder starts")
     };
-    let fv = spawn(&faulty, "vm", victoria_metrics(&pv.url(), timeout));
-    let fp = spawn(&faulty, "prometheus", prometheus(&pp.url(), timeout));
+    let mut paths = Vec::new();
+    for (name, port) in [
+        ("vm", vm.port),
+        ("prometheus", prom.port),
+        ("influx", idb.port),
+    ] {
+        let proxy = FaultProxy::start(port).await;
+        let backend = match name {
+            "vm" => victoria_metrics(&proxy.url(), timeout),
+            "prometheus" => prometheus(&proxy.url(), timeout),
+            _ => influx(&proxy.url(), timeout, &["faulty"]),
+        };
+        let fwd = spawn(&faulty, name, backend);
+        paths.push(FaultyPath { name, proxy, fwd });
+    }
     let hv = spawn(&healthy, "vm", victoria_metrics(&vm.url(), timeout));
     let hp = spawn(&healthy, "prometheus", prometheus(&prom.url(), timeout));
 
@@ -383,85 +436,111 @@ async fn proxy_faults_lose_and_duplicate_nothing_and_leave_other_tenants_alone()
 
     for (k, p) in phases.iter().enumerate() {
         let t0 = Instant::now();
-        let (nv, np) = (pv.count_of(p.fault), pp.count_of(p.fault));
-        let before: Vec<u64> = [&fv, &fp]
+        let what = format!("{:?}", p.fault);
+        let seen: Vec<usize> = paths.iter().map(|x| x.proxy.count_of(p.fault)).collect();
+        let before: Vec<u64> = paths
             .iter()
-            .map(|f| p.reason.map_or(0, |r| retries(f, r)))
+            .map(|x| p.reason.map_or(0, |r| retries(&x.fwd, r)))
             .collect();
-        pv.set(p.fault);
-        pp.set(p.fault);
+        for x in &paths {
+            x.proxy.set(p.fault);
+        }
         faulty.append(&fb[k]).await.expect("append");
         healthy.append(&hb[k]).await.expect("append");
-        let what = format!("{:?}", p.fault);
         common::wait_until_async(Duration::from_secs(30), Duration::from_millis(10), || {
-            pv.count_of(p.fault) >= nv + p.requests && pp.count_of(p.fault) >= np + p.requests
+            paths
+                .iter()
+                .zip(&seen)
+                .all(|(x, n)| x.proxy.count_of(p.fault) >= n + p.requests)
         })
         .await
         .unwrap_or_else(|| panic!("{what}: the proxies saw too few requests"));
         // The healthy tenant's slice arrives while the faulty one's is held up.
         drain(&hv, &healthy, Duration::from_secs(10), "healthy vm").await;
         drain(&hp, &healthy, Duration::from_secs(10), "healthy prometheus").await;
-        if p.reason.is_some() {
-            assert!(
-                !caught_up(&fv, &faulty) && !caught_up(&fp, &faulty),
-                "{what}: the faulty tenant cannot have delivered yet"
-            );
-            for (f, b) in [&fv, &fp].iter().zip(&before) {
+        if let Some(reason) = p.reason {
+            for (x, b) in paths.iter().zip(&before) {
+                assert!(
+                    !caught_up(&x.fwd, &faulty),
+                    "{what}: {} cannot have delivered yet",
+                    x.name
+                );
                 common::wait_until_async(
                     Duration::from_secs(10),
                     Duration::from_millis(10),
-                    || p.reason.is_some_and(|r| retries(f, r) > *b),
+                    || retries(&x.fwd, reason) > *b,
                 )
                 .await
-                .unwrap_or_else(|| panic!("{what}: no retry counted: {:?}", f.stats()));
+                .unwrap_or_else(|| panic!("{what}: no retry counted: {:?}", x.fwd.stats()));
             }
         }
-        pv.set(Fault::Pass);
-        pp.set(Fault::Pass);
-        drain(&fv, &faulty, Duration::from_secs(30), "faulty vm").await;
-        drain(&fp, &faulty, Duration::from_secs(30), "faulty prometheus").await;
+        for x in &paths {
+            x.proxy.set(Fault::Pass);
+        }
+        for x in &paths {
+            drain(&x.fwd, &faulty, Duration::from_secs(30), x.name).await;
+        }
         eprintln!("faults: {what} phase done in {:?}", t0.elapsed());
     }
 
     // Every attempt that followed a 429 waited at least its Retry-After.
-    for proxy in [&pv, &pp] {
-        let seen = proxy.seen();
+    for x in &paths {
+        let seen = x.proxy.seen();
         let mut checked = 0;
         for w in seen.windows(2) {
             if matches!(w[0].fault, Fault::TooManyRequests { .. }) {
                 let gap = w[1].at - w[0].at;
-                assert!(gap >= retry_after, "a retry came {gap:?} after a 429");
+                assert!(
+                    gap >= retry_after,
+                    "{}: a retry came {gap:?} after a 429",
+                    x.name
+                );
                 checked += 1;
             }
         }
-        assert!(checked >= 2, "{checked} retries after a 429");
+        assert!(checked >= 2, "{}: {checked} retries after a 429", x.name);
     }
 
-    // A timeout after the backend stored the request: Prometheus takes the resend (it is
-    // marked as a resend, so a "duplicate"/"out of order" answer counts as delivered).
+    // A timeout after the backend stored the request: the resend is harmless in Prometheus
+    // (it is marked as a resend, so a "duplicate"/"out of order" answer would count as
+    // delivered) and in InfluxDB (same point, same value). Not tried on VictoriaMetrics
+    // without dedup, which would keep both copies.
     let k = phases.len();
-    let timeouts = retries(&fp, RetryReason::Timeout);
-    pp.script([Fault::Delay(timeout + Duration::from_millis(700))]);
+    let timeouts: Vec<u64> = paths
+        .iter()
+        .map(|x| retries(&x.fwd, RetryReason::Timeout))
+        .collect();
+    for x in paths.iter().filter(|x| x.name != "vm") {
+        x.proxy
+            .script([Fault::Delay(timeout + Duration::from_millis(700))]);
+    }
     faulty.append(&fb[k]).await.expect("append");
     healthy.append(&hb[k]).await.expect("append");
-    drain(&fp, &faulty, Duration::from_secs(30), "resent prometheus").await;
-    drain(&fv, &faulty, Duration::from_secs(30), "vm").await;
-    assert!(retries(&fp, RetryReason::Timeout) > timeouts);
+    for (x, before) in paths.iter().zip(&timeouts) {
+        drain(&x.fwd, &faulty, Duration::from_secs(30), x.name).await;
+        if x.name != "vm" {
+            assert!(
+                retries(&x.fwd, RetryReason::Timeout) > *before,
+                "{}",
+                x.name
+            );
+        }
+    }
     for f in [&hv, &hp] {
         drain(f, &healthy, Duration::from_secs(10), "healthy").await;
     }
 
     verify(&fset, Some(prom.port), Some(vm.port)).await;
     verify(&hset, Some(prom.port), Some(vm.port)).await;
-    for (what, f) in [
-        ("faulty vm", &fv),
-        ("faulty prometheus", &fp),
-        ("healthy vm", &hv),
-    ] {
-        let s = f.stats();
+    let (ip, fset2) = (idb.port, fset.clone());
+    let got = blocking(move || query::influx(ip, &fset2.metric, "\"tenant\"='faulty'")).await;
+    let d = query::diff(&fset.expected(), &got);
+    assert!(d.is_exact(), "influxdb: {d:?}");
+    for x in &paths {
+        let s = x.fwd.stats();
         eprintln!(
-            "faults: {what}: {} sends, {} delivered, {} already delivered, retries {:?}",
-            s.sends, s.delivered_samples, s.already_delivered_samples, s.retries
+            "faults: faulty {}: {} sends, {} delivered, {} already delivered, retries {:?}",
+            x.name, s.sends, s.delivered_samples, s.already_delivered_samples, s.retries
         );
     }
     for f in [&hv, &hp] {
