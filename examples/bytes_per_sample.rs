@@ -1,7 +1,7 @@
 //! Bytes on disk per sample for the benchmark workload (`benches/workload/mod.rs`).
 //!
 //! ```text
-//! cargo run --release --example bytes_per_sample -- [BATCHES] [--levels 1,3,6] [--shuffled] [--breakdown]
+//! cargo run --release --example bytes_per_sample -- [BATCHES] [--levels 1,3,6] [--sharded N | --shuffled] [--sorted] [--breakdown]
 //! ```
 //!
 //! Appends `BATCHES` (default 500, i.e. 5 M samples) batches of 10,000 samples into a fresh
@@ -10,6 +10,10 @@
 //! index files divided by samples, split into compressed payload and framing (segment headers,
 //! 56-byte frame headers, 16-byte GCM tags, index files). The payload figure is cross-checked
 //! against `payload::encode` + `seal::compress` of the same batches.
+//!
+//! `--sharded N` and `--shuffled` change the order in which the workload sends series (see the
+//! workload's docs); `--sorted` sorts each batch by series before appending it, to show what
+//! canonicalising the order inside an append would save.
 //!
 //! `--breakdown` prints, for one round of batches (10 batches, all series once), plaintext and
 //! compressed sizes and an ablation: the batch with all values and timestamps zeroed (series
@@ -28,6 +32,7 @@ struct Args {
     batches: usize,
     levels: Vec<i32>,
     order: Order,
+    sorted: bool,
     breakdown: bool,
 }
 
@@ -36,6 +41,7 @@ fn parse_args() -> Args {
         batches: 500,
         levels: vec![1, 3, 6],
         order: Order::Scrape,
+        sorted: false,
         breakdown: false,
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +55,11 @@ fn parse_args() -> Args {
                     .collect();
             }
             "--shuffled" => a.order = Order::Shuffled,
+            "--sharded" => {
+                let n = it.next().expect("--sharded needs a shard count");
+                a.order = Order::Sharded(n.parse().expect("a shard count"));
+            }
+            "--sorted" => a.sorted = true,
             "--breakdown" => a.breakdown = true,
             n => a.batches = n.parse().expect("the number of batches"),
         }
@@ -85,6 +96,18 @@ fn compressed_len(
     metricspool::payload::encode(batch, plain);
     metricspool::seal::compress(plain, level, out);
     (plain.len(), out.len())
+}
+
+/// `batch` with its series in `Series` order (name, then labels): what the stored size would
+/// be if appends were canonicalised before encoding.
+fn sorted(batch: Batch) -> Batch {
+    let mut entries = batch.into_entries();
+    entries.sort_by(|a, b| a.series.cmp(&b.series));
+    let mut b = Batch::new();
+    for e in entries {
+        b.push(e.series, e.kind, e.samples);
+    }
+    b
 }
 
 fn zeroed(batch: &Batch, keep_ts: bool) -> Batch {
@@ -183,7 +206,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut snappy = snap::raw::Encoder::new();
     let started = std::time::Instant::now();
     for i in 0..args.batches {
-        let batch = w.next_batch();
+        let mut batch = w.next_batch();
+        if args.sorted {
+            batch = sorted(batch);
+        }
         // Raw sizes on a sample of batches (every 10th), scaled up below.
         if i % 10 == 3 {
             workload::encode_remote_write(&batch, &mut proto);

@@ -20,9 +20,12 @@
 //! exact split for a seed.
 //!
 //! Series are listed in scrape order: target by target, metric family by family, as one
-//! Prometheus remote-write queue with a single shard sends them. (With many remote-write
-//! shards a request mixes series of many targets; [`Order::Shuffled`] models the extreme of
-//! that: a fixed random permutation of all series.)
+//! Prometheus remote-write queue with a single shard sends them ([`Order::Scrape`], the
+//! default). Two other orders test how much the stored size depends on it:
+//! [`Order::Sharded`]`(n)` assigns each series to one of `n` remote-write shards at random and
+//! sends shard by shard, scrape order within a shard (a shard's request holds about one series
+//! in `n` of each target it covers); [`Order::Shuffled`] is a fixed random permutation of all
+//! series (the extreme: neighbours share nothing).
 //!
 //! # Batches and timestamps
 //!
@@ -91,7 +94,9 @@ pub const DEFAULT_SEED: u64 = 0x6d65_7472_6963_7370;
 pub enum Order {
     /// Target by target, family by family (one remote-write shard).
     Scrape,
-    /// A fixed random permutation of all series (many shards, worst case for locality).
+    /// Each series in one of `n` shards (at random); shard by shard, scrape order within.
+    Sharded(u32),
+    /// A fixed random permutation of all series (worst case for locality).
     Shuffled,
 }
 
@@ -326,11 +331,23 @@ impl Workload {
         }
         b.out.defs.truncate(SERIES);
         let mut defs = b.out.defs;
-        if order == Order::Shuffled {
-            let mut r = Rng::new(seed ^ 0x5348_5546);
-            for i in (1..defs.len()).rev() {
-                let j = (r.next_u64() % (i as u64 + 1)) as usize;
-                defs.swap(i, j);
+        match order {
+            Order::Scrape => {}
+            Order::Sharded(n) => {
+                let mut r = Rng::new(seed ^ 0x5348_4152);
+                let mut keyed: Vec<(u64, Def)> = defs
+                    .into_iter()
+                    .map(|d| (r.next_u64() % u64::from(n.max(1)), d))
+                    .collect();
+                keyed.sort_by_key(|(shard, _)| *shard);
+                defs = keyed.into_iter().map(|(_, d)| d).collect();
+            }
+            Order::Shuffled => {
+                let mut r = Rng::new(seed ^ 0x5348_5546);
+                for i in (1..defs.len()).rev() {
+                    let j = (r.next_u64() % (i as u64 + 1)) as usize;
+                    defs.swap(i, j);
+                }
             }
         }
         Self {
