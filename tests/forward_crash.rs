@@ -1,11 +1,14 @@
-//! A real crash of the forwarding process: the parent appends a fixed data set, then runs a
-//! child (this test binary, re-executed) that opens the spool and forwards every tenant to
-//! Prometheus, InfluxDB and two VictoriaMetrics servers (one with
+//! A real crash of the forwarding process: the parent appends half of a fixed data set, then
+//! runs a child (this test binary, re-executed) that opens the spool and forwards every
+//! tenant to Prometheus, InfluxDB and two VictoriaMetrics servers (one with
 //! `-dedup.minScrapeInterval=1ms`, one without), and kills it with SIGKILL at random moments,
-//! again and again, until every cursor has reached the end of its log. Then each backend is
-//! read back: Prometheus, InfluxDB and the deduplicating VictoriaMetrics hold every sample
-//! exactly once; the VictoriaMetrics without dedup holds every sample, plus the resent
-//! batches a second time (printed: that is what "at-least-once without dedup" costs).
+//! again and again, appending the rest of the data set slice by slice between children, until
+//! every cursor has reached the end of its log. The Prometheus forwarders keep strict offset
+//! order; the others use a live lane, so crashes also hit the split into two cursors and the
+//! hand-over back to one. Then each backend is read back: Prometheus, InfluxDB and the
+//! deduplicating VictoriaMetrics hold every sample exactly once; the VictoriaMetrics without
+//! dedup holds every sample, plus the resent batches a second time (printed: that is what
+//! "at-least-once without dedup" costs).
 
 mod common;
 
@@ -24,7 +27,7 @@ use metricspool::backends::influx::{Influx, InfluxConfig};
 use metricspool::backends::prometheus::{RemoteWrite, RemoteWriteConfig};
 use metricspool::backends::victoriametrics::{VictoriaMetrics, VictoriaMetricsConfig};
 use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig, RateLimit};
-use metricspool::{StartAt, TenantId};
+use metricspool::{Batch, StartAt, TenantId};
 
 /// Set to the data directory in the child.
 const CHILD_ENV: &str = "METRICSPOOL_FWD_CRASH_CHILD";
@@ -45,6 +48,11 @@ const TIME_BUDGET: Duration = Duration::from_secs(90);
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 /// Samples per second per forwarder: spreads the drain over many kills.
 const RATE: u32 = 15_000;
+/// Backlog above which a forwarder (all but Prometheus) opens a live lane.
+const LIVE_LANE: u64 = 15_000;
+/// Appends (of 10,000 samples) per tenant made before the first child; the others follow,
+/// one per tenant, after each of the first kills.
+const INITIAL_APPENDS: usize = 6;
 
 /// What the parent appends before the first child starts: 120,000 samples per tenant.
 fn data_sets() -> Vec<DataSet> {
@@ -100,6 +108,9 @@ fn fwd_config(name: &str) -> ForwarderConfig {
     c.rate_limit = Some(RateLimit::SamplesPerSecond(
         RATE.try_into().expect("not zero"),
     ));
+    if name != "prometheus" {
+        c.live_lane = Some(LIVE_LANE);
+    }
     c
 }
 
@@ -197,29 +208,36 @@ fn kill(mut child: Child) {
     );
 }
 
-/// Committed offset of every (tenant, backend) cursor, and the logs' ends, read with the
-/// child dead.
-fn progress(dir: &Path) -> (u64, u64) {
+/// Between two children: appends `appends` (tenant index, batch), then returns the sum of
+/// the (tenant, backend) cursors' committed offsets, the sum of the logs' ends (once per
+/// cursor), and how many live-lane cursors exist.
+fn between_children(dir: &Path, appends: &[(usize, Batch)]) -> (u64, u64, usize) {
     let spool = common::open_spool(dir);
-    let (mut committed, mut end) = (0, 0);
-    for t in TENANTS {
+    let (mut committed, mut end, mut live) = (0, 0, 0);
+    for (i, t) in TENANTS.iter().enumerate() {
         let tenant = spool
-            .tenant(&TenantId::new(t).expect("valid"))
+            .tenant(&TenantId::new(*t).expect("valid"))
             .expect("the tenant opens");
+        for (_, b) in appends.iter().filter(|(j, _)| *j == i) {
+            tenant
+                .append_blocking(b)
+                .expect("the append is acknowledged");
+        }
         let e = tenant.wal().end_offset();
-        for b in BACKENDS {
-            let c = tenant
-                .cursors()
-                .get(b)
-                .expect("cursors read")
-                .map_or(0, |c| c.committed);
-            assert!(c <= e);
-            committed += c;
-            end += e;
+        let cursors = tenant.cursors().list().expect("cursors read");
+        for (name, c) in &cursors {
+            assert!(c.committed <= e, "{t} {name}: {c:?} is past the end {e}");
+            if BACKENDS.contains(&name.as_str()) {
+                committed += c.committed;
+                end += e;
+            } else {
+                assert!(name.contains(".live@"), "{t}: unexpected cursor {name}");
+                live += 1;
+            }
         }
     }
     spool.close().expect("the spool closes");
-    (committed, end)
+    (committed, end, live)
 }
 
 #[test]
@@ -239,18 +257,21 @@ fn forwarding_killed_at_random_moments_still_delivers_everything_exactly_once() 
     let urls = urls.join(" ");
     let dir = tempfile::tempdir().expect("a temp dir");
     let sets = data_sets();
-    {
-        let spool = common::open_spool(dir.path());
-        for set in &sets {
-            let t = spool
-                .tenant(&TenantId::new(set.tenant.as_str()).expect("valid"))
-                .expect("the tenant opens");
-            for b in set.batches(10_000) {
-                t.append_blocking(&b).expect("the append is acknowledged");
-            }
-        }
-        spool.close().expect("the spool closes");
-    }
+    let batches: Vec<Vec<Batch>> = sets.iter().map(|s| s.batches(10_000)).collect();
+    let rounds = batches[0].len();
+    // Slice k holds append k of every tenant.
+    let mut slices: Vec<Vec<(usize, Batch)>> = (0..rounds)
+        .map(|k| {
+            batches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (i, b[k].clone()))
+                .collect()
+        })
+        .collect();
+    let later = slices.split_off(INITIAL_APPENDS);
+    let mut later = later.into_iter();
+    between_children(dir.path(), &slices.concat());
     let total: usize = sets.iter().map(DataSet::len).sum();
 
     let seed = std::env::var(SEED_ENV)
@@ -260,24 +281,42 @@ fn forwarding_killed_at_random_moments_still_delivers_everything_exactly_once() 
     eprintln!("forward_crash: {SEED_ENV}={seed}");
     let mut rng = seed;
     let t0 = Instant::now();
-    let (mut kills, mut kills_mid_drain) = (0, 0);
+    let (mut kills, mut kills_mid_drain, mut live_seen) = (0, 0, 0);
     loop {
-        let (child, lines) = spawn_child(dir.path(), &urls);
         let budget_left = t0.elapsed() < TIME_BUDGET;
-        if kills < MAX_KILLS && budget_left && (kills < MIN_KILLS || kills_mid_drain < MIN_KILLS) {
+        let wanted = kills < MIN_KILLS || kills_mid_drain < MIN_KILLS || later.len() > 0;
+        let kill_this_one = kills < MAX_KILLS && budget_left && wanted;
+        if !kill_this_one {
+            // Out of kills or time: whatever is left is appended before the last child.
+            let rest: Vec<(usize, Batch)> = later.by_ref().flatten().collect();
+            if !rest.is_empty() {
+                between_children(dir.path(), &rest);
+            }
+        }
+        let (child, lines) = spawn_child(dir.path(), &urls);
+        if kill_this_one {
             let delay = Duration::from_millis(
                 KILL_MIN_MS + xorshift(&mut rng) % (KILL_MAX_MS - KILL_MIN_MS),
             );
             std::thread::sleep(delay);
             kill(child);
             kills += 1;
-            let (committed, end) = progress(dir.path());
+            let next = later.next();
+            let (committed, end, live) =
+                between_children(dir.path(), next.as_deref().unwrap_or_default());
+            live_seen += usize::from(live > 0);
             eprintln!(
-                "forward_crash: kill {kills} after {delay:?}: {committed} of {end} committed"
+                "forward_crash: kill {kills} after {delay:?}: {committed} of {end} committed, \
+                 {live} live lanes{}",
+                if next.is_some() {
+                    ", then appended a slice"
+                } else {
+                    ""
+                }
             );
             if committed < end {
                 kills_mid_drain += 1;
-            } else if kills >= MIN_KILLS {
+            } else if kills >= MIN_KILLS && later.len() == 0 {
                 break;
             }
         } else {
@@ -296,10 +335,13 @@ fn forwarding_killed_at_random_moments_still_delivers_everything_exactly_once() 
             break;
         }
     }
-    let (committed, end) = progress(dir.path());
+    assert_eq!(later.len(), 0, "every slice was appended");
+    let (committed, end, live) = between_children(dir.path(), &[]);
     assert_eq!(committed, end, "every cursor is at the end of its log");
+    assert_eq!(live, 0, "every live lane was merged back");
     eprintln!(
-        "forward_crash: {kills} kills ({kills_mid_drain} mid-drain), {total} samples x {} backends, drained in {:?}",
+        "forward_crash: {kills} kills ({kills_mid_drain} mid-drain, {live_seen} with a live lane open), \
+         {total} samples x {} backends, drained in {:?}",
         BACKENDS.len(),
         t0.elapsed()
     );
