@@ -259,7 +259,10 @@ impl Tenant {
             let unread = oldest
                 .end_offset
                 .saturating_sub(min.max(oldest.base_offset));
-            self.wal.delete_segment(oldest.base_offset)?;
+            if self.wal.delete_segment(oldest.base_offset)? == 0 {
+                // Deleted meanwhile by a concurrent append or retention, which counted it.
+                continue;
+            }
             self.counters.drop(DropReason::QuotaDropOldest, unread);
             tracing::warn!(tenant = %self.id, segment = oldest.base_offset, unread, "quota policy drop_oldest deleted a segment");
         }

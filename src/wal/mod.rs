@@ -367,11 +367,21 @@ impl Wal {
     }
 
     /// Deletes the sealed segment with base `base` and its index. Refuses the segment being
-    /// written. Returns the bytes freed.
+    /// written. Returns the bytes freed: 0 when a concurrent call (retention run by another
+    /// consumer's commit) deleted it first.
     pub fn delete_segment(&self, base: u64) -> Result<u64> {
+        // Held from the lookup on: two retention runs racing for the same segment must not
+        // both try to remove its file (the loser's ENOENT used to fail its commit).
+        let _serial = self
+            .shared
+            .delete_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let (path, bytes) = {
             let s = self.shared.read_state();
-            let seg = s.segments.get(&base).ok_or(Error::Closed)?;
+            let Some(seg) = s.segments.get(&base) else {
+                return Ok(0);
+            };
             if seg.info.sealed_ms.is_none() {
                 return Err(InvalidInput::Batch(
                     "the segment being written cannot be deleted".into(),
@@ -380,11 +390,6 @@ impl Wal {
             }
             (seg.info.path.clone(), seg.info.bytes)
         };
-        let _serial = self
-            .shared
-            .delete_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         // Raise the offset floor first, so that offsets are never reused even if this was
         // the last segment and the process restarts before another one is written.
         let mut ls = self.shared.read_state().log_state;
