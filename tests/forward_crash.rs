@@ -147,7 +147,35 @@ fn forward_crash_child() {
         }
         println!("STARTED");
         let deadline = Instant::now() + CHILD_LIFETIME;
+        let mut report = Instant::now();
         while Instant::now() < deadline {
+            // Quiet unless the child seems stuck (its stderr is the test's own).
+            let started = deadline - CHILD_LIFETIME;
+            if started.elapsed() > Duration::from_secs(20)
+                && report.elapsed() > Duration::from_secs(10)
+            {
+                report = Instant::now();
+                // What is still behind, for the log of a child that does not catch up.
+                for (f, t) in &running {
+                    let st = f.stats();
+                    if st.committed == t.wal().end_offset() {
+                        continue;
+                    }
+                    let cursors = t.cursors().list().expect("cursors");
+                    eprintln!(
+                        "child: {} {}: committed {} of {}, cursors {:?}, last error {:?}",
+                        st.tenant.as_str(),
+                        st.name,
+                        st.committed,
+                        t.wal().end_offset(),
+                        cursors
+                            .iter()
+                            .map(|(n, c)| (n.clone(), c.committed, c.in_flight()))
+                            .collect::<Vec<_>>(),
+                        st.last_error
+                    );
+                }
+            }
             if running
                 .iter()
                 .all(|(f, t)| f.stats().committed == t.wal().end_offset())
