@@ -240,10 +240,28 @@ impl Inner {
         *self.shutdown.borrow()
     }
 
+    /// Runs until asked to stop. A local failure (a read, a cursor commit, the dead-letter
+    /// log) restarts the forwarder from its durable cursor after a pause, which resends what
+    /// was in flight: the same path as a crash, so nothing is lost or skipped.
     async fn run(self: Arc<Self>) {
-        if let Err(e) = self.clone().forward().await {
-            tracing::error!(tenant = %self.tenant.id(), backend = %self.config.name, error = %e, "forwarder stopped");
-            self.stats.set_error(e.to_string());
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match self.clone().forward().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(tenant = %self.tenant.id(), backend = %self.config.name, error = %e, retry_in = ?pause, "forwarder failed; restarting from its cursor");
+                    self.stats.set_error(e.to_string());
+                }
+            }
+            let mut stop = self.shutdown.clone();
+            if self.stopping() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -328,11 +346,14 @@ impl Inner {
         for r in state.in_flight() {
             let read = self.read_exact(r.clone()).await?;
             if self.deliver(read, true).await.is_err() {
-                return Ok(LaneEnd::Stopped);
+                return self.stopped();
             }
             self.commit(cursor, r.end).await?;
         }
         let mut next = state.next_read();
+        // The read of the next batch, started while the current one is sent (reads are
+        // deterministic, so it is the read the loop would make).
+        let mut prefetched: Option<(u64, JoinHandle<Result<ReadBatch>>)> = None;
         loop {
             if stop_at.is_some_and(|p| next >= p) {
                 return Ok(LaneEnd::Reached);
@@ -350,7 +371,10 @@ impl Inner {
             if let Some(split) = self.split_point(is_main && stop_at.is_none(), next) {
                 return Ok(LaneEnd::SplitAt(split));
             }
-            let mut read = self.read(next).await?;
+            let mut read = match prefetched.take() {
+                Some((from, h)) if from == next => h.await.map_err(|_| Error::Closed)??,
+                _ => self.read(next).await?,
+            };
             if let Some(p) = stop_at {
                 read = truncate(read, p);
             }
@@ -362,12 +386,26 @@ impl Inner {
             let t = Arc::clone(&self.tenant);
             let name = cursor.to_owned();
             blocking(move || t.begin_batch(&name, end)).await?;
+            if self.prefetch_worthwhile(end, stop_at) {
+                prefetched = Some((end, self.spawn_read(end)));
+            }
             if self.deliver(read, false).await.is_err() {
-                return Ok(LaneEnd::Stopped);
+                return self.stopped();
             }
             self.commit(cursor, end).await?;
             next = end;
         }
+    }
+
+    /// A batch could not be settled: fine when stopping (it stays in flight), a failure
+    /// otherwise (the dead-letter log could not store it, or a send task died).
+    fn stopped(&self) -> Result<LaneEnd> {
+        if self.stopping() {
+            return Ok(LaneEnd::Stopped);
+        }
+        Err(Error::Database(
+            "a batch could not be settled (dead-letter log failure); it stays in flight".into(),
+        ))
     }
 
     /// Where a live lane should start, when the main lane's backlog passed the threshold.
@@ -388,12 +426,28 @@ impl Inner {
     }
 
     async fn read(&self, from: u64) -> Result<ReadBatch> {
+        self.spawn_read(from).await.map_err(|_| Error::Closed)?
+    }
+
+    fn spawn_read(&self, from: u64) -> JoinHandle<Result<ReadBatch>> {
         let t = Arc::clone(&self.tenant);
         let limits = ReadLimits {
             max_samples: self.config.max_samples,
             max_bytes: self.config.max_bytes,
         };
-        blocking(move || t.read_from(from, limits)).await
+        tokio::task::spawn_blocking(move || t.read_from(from, limits))
+    }
+
+    /// True when the batch after `end` can be read now, during the current send, without
+    /// changing where it is cut: data past `end` is durable (in batch mode, a full batch of
+    /// it, so the linger would not wait) and `end` is short of the lane's stop.
+    fn prefetch_worthwhile(&self, end: u64, stop_at: Option<u64>) -> bool {
+        let available = self.tenant.wal().end_offset().saturating_sub(end);
+        let enough = match self.config.mode {
+            BatchMode::Streaming => available > 0,
+            BatchMode::Batch { .. } => available >= self.config.max_samples as u64,
+        };
+        enough && stop_at.is_none_or(|p| end < p)
     }
 
     /// Reads exactly `[r.start, r.end)`: what a batch recorded in flight held.
