@@ -6,12 +6,17 @@
 //! retry, or rejected. Retrying, backoff, rate limiting, splitting on "too large" and dead
 //! letters are the forwarder's job (`crate::forward`), not the backend's.
 
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
 pub mod influx;
+#[cfg(feature = "http")]
 pub mod mimir;
+#[cfg(feature = "http")]
 pub mod prometheus;
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod testserver;
+#[cfg(feature = "http")]
 pub mod victoriametrics;
 
 use std::future::Future;

@@ -127,6 +127,12 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, Corruption> {
             reason: format!("{tlen} is out of range"),
         });
     }
+    if b[TENANT_AT + tlen..HEADER_CRC_AT].iter().any(|&x| x != 0) {
+        return Err(Corruption::InvalidField {
+            field: "reserved",
+            reason: "tenant padding or reserved bytes are not zero".into(),
+        });
+    }
     let tenant = std::str::from_utf8(&b[TENANT_AT..TENANT_AT + tlen])
         .ok()
         .and_then(|s| TenantId::new(s).ok())
@@ -228,6 +234,12 @@ impl SegmentIndex {
         let actual = crc32c::crc32c(body);
         if expected != actual {
             return Err(Corruption::ChecksumMismatch { expected, actual });
+        }
+        if b[10..12] != [0, 0] {
+            return Err(Corruption::InvalidField {
+                field: "reserved",
+                reason: "index reserved bytes are not zero".into(),
+            });
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != INDEX_VERSION {
