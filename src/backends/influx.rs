@@ -231,11 +231,13 @@ fn escape(out: &mut String, s: &str, special: &[char]) {
     }
 }
 
-/// Gzip of `data`, deterministic (no file name, mtime 0).
+/// Gzip of `data`, deterministic (no file name, mtime 0). Level 1: at level 6 gzip cost more
+/// CPU than every other step of forwarding to InfluxDB together (measured by
+/// `examples/drain.rs --breakdown`), for a body only slightly smaller.
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4),
-        flate2::Compression::default(),
+        flate2::Compression::fast(),
     );
     enc.write_all(data).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")

@@ -303,7 +303,7 @@ fn walk(
                 }
             };
             bytes += frame_len;
-            cur = take_samples(&mut out, &batch, loc, cur, max_samples, window);
+            cur = take_samples(&mut out, batch, loc, cur, max_samples, window);
             if out.batch.sample_count() >= max_samples {
                 break 'segments;
             }
@@ -329,7 +329,7 @@ fn walk(
 /// limit; returns the next offset to read.
 fn take_samples(
     out: &mut ReadBatch,
-    batch: &Batch,
+    batch: Batch,
     loc: &RecordLoc,
     cur: u64,
     max_samples: usize,
@@ -340,7 +340,17 @@ fn take_samples(
     match window {
         None => {
             let to = (from + room).min(loc.count as usize);
-            out.batch.extend(batch.slice(from, to));
+            // Taking a whole record (the common case) moves it instead of copying it.
+            let part = if from == 0 && to == loc.count as usize {
+                batch
+            } else {
+                batch.slice(from, to)
+            };
+            if out.batch.is_empty() {
+                out.batch = part;
+            } else {
+                out.batch.extend(part);
+            }
             out.add_run(loc.first_offset + from as u64..loc.first_offset + to as u64);
             loc.first_offset + to as u64
         }
