@@ -31,6 +31,9 @@ struct Scripted {
     /// Time each request takes.
     delay: Option<Duration>,
     out_of_order: bool,
+    /// Requests under way now, and the most seen at once.
+    active: std::sync::atomic::AtomicUsize,
+    max_active: std::sync::atomic::AtomicUsize,
 }
 
 impl Scripted {
@@ -58,9 +61,13 @@ impl Backend for Scripted {
     }
     fn send<'a>(&'a self, req: SendRequest<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.active.fetch_add(1, SeqCst) + 1;
+            self.max_active.fetch_max(now, SeqCst);
             if let Some(d) = self.delay {
                 tokio::time::sleep(d).await;
             }
+            self.active.fetch_sub(1, SeqCst);
             if self
                 .max_samples
                 .is_some_and(|m| req.batch.sample_count() > m)
@@ -351,4 +358,38 @@ async fn a_live_lane_is_refused_for_a_backend_that_needs_order() {
     c.live_lane = Some(10);
     let err = Forwarder::spawn(Arc::clone(&t), Scripted::with(vec![]), c).expect_err("refused");
     assert!(err.to_string().contains("out-of-order"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_batches_are_in_flight_only_for_backends_that_accept_out_of_order_data() {
+    for out_of_order in [true, false] {
+        let (_d, _spool, t) = setup();
+        for i in 0..10 {
+            t.append(&batch(i * 100, 100)).await.expect("append");
+        }
+        let b = Arc::new(Scripted {
+            delay: Some(Duration::from_millis(40)),
+            out_of_order,
+            ..Scripted::default()
+        });
+        let mut c = config("a");
+        c.max_in_flight = 4;
+        let f = Forwarder::spawn(Arc::clone(&t), b.clone(), c).expect("spawn");
+        wait_committed(&f, 1000).await;
+        let most = b.max_active.load(std::sync::atomic::Ordering::SeqCst);
+        if out_of_order {
+            assert!(most > 1, "expected parallel batches, saw {most}");
+        } else {
+            assert_eq!(
+                most, 1,
+                "a backend that needs order gets one batch at a time"
+            );
+        }
+        let mut ts: Vec<i64> = b.delivered_keys().iter().map(|(_, x)| *x).collect();
+        ts.sort_unstable();
+        assert_eq!(ts, (0..1000).collect::<Vec<_>>(), "every sample once");
+        let c = t.cursors().get("a").expect("cursor").expect("exists");
+        assert!(c.in_flight_ends.is_empty());
+        f.shutdown(Duration::from_secs(5)).await;
+    }
 }

@@ -12,10 +12,13 @@
 //!
 //! # Ordering
 //!
-//! A batch is committed only after every part of it was acknowledged, and the next batch
-//! starts after that, so for any series an older batch is never sent after a newer one was
-//! acknowledged. Parallel requests (`shards`) split a batch by series hash: a series always
-//! lands in the same shard, so per-series order holds within a batch too.
+//! Cursor commits are always in offset order. For backends that need per-series timestamp
+//! order (Prometheus-family without an out-of-order window) a batch is committed only after
+//! every part of it was acknowledged, and the next batch starts after that, so for any series
+//! an older batch is never sent after a newer one was acknowledged. Parallel requests
+//! (`shards`) split a batch by series hash: a series always lands in the same shard. Backends
+//! that accept out-of-order samples may have up to `max_in_flight` batches under way at once,
+//! all recorded in flight before the first send and committed in order.
 
 mod backoff;
 pub mod dlq;
@@ -23,6 +26,7 @@ mod ratelimit;
 pub mod routes;
 mod stats;
 
+use std::collections::VecDeque;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
@@ -69,6 +73,9 @@ pub struct ForwarderConfig {
     pub max_bytes: u64,
     /// Parallel requests per batch, split by series hash. Default 1; 1..=64.
     pub shards: usize,
+    /// Batches sent at once, committed in order. Only for backends that accept out-of-order
+    /// samples; the others always send one batch at a time. Default 4; 1..=64.
+    pub max_in_flight: usize,
     /// Retry delays. Default 100 ms doubling to 5 s, full jitter.
     pub backoff: BackoffConfig,
     /// Optional send rate limit. Default none.
@@ -93,6 +100,7 @@ impl ForwarderConfig {
             max_samples: 10_000,
             max_bytes: 4 << 20,
             shards: 1,
+            max_in_flight: 4,
             backoff: BackoffConfig::default(),
             rate_limit: None,
             start: StartAt::Now,
@@ -109,6 +117,9 @@ impl ForwarderConfig {
         }
         if !(1..=64).contains(&self.shards) {
             return bad("shards must be 1 to 64");
+        }
+        if !(1..=64).contains(&self.max_in_flight) {
+            return bad("max_in_flight must be 1 to 64");
         }
         Ok(())
     }
@@ -354,21 +365,44 @@ impl Inner {
         // The read of the next batch, started while the current one is sent (reads are
         // deterministic, so it is the read the loop would make).
         let mut prefetched: Option<(u64, JoinHandle<Result<ReadBatch>>)> = None;
+        // Batches being sent, oldest first; committed strictly in this order.
+        let mut sending: VecDeque<(u64, JoinHandle<Result<(), Stopped>>)> = VecDeque::new();
+        let window = self.in_flight_window();
         loop {
-            if stop_at.is_some_and(|p| next >= p) {
-                return Ok(LaneEnd::Reached);
+            while sending.front().is_some_and(|(_, h)| h.is_finished()) {
+                if let Some(end) = self.settle_front(cursor, &mut sending).await? {
+                    return Ok(end);
+                }
             }
-            if pause.as_ref().is_some_and(|p| *p.borrow()) {
-                return Ok(LaneEnd::Paused);
+            let settle_all =
+                stop_at.is_some_and(|p| next >= p) || pause.as_ref().is_some_and(|p| *p.borrow());
+            let must_wait = sending.len() >= window
+                || (!sending.is_empty() && self.tenant.wal().end_offset() <= next);
+            if settle_all || must_wait {
+                if sending.is_empty() {
+                    return Ok(if stop_at.is_some_and(|p| next >= p) {
+                        LaneEnd::Reached
+                    } else {
+                        LaneEnd::Paused
+                    });
+                }
+                if let Some(end) = self.settle_front(cursor, &mut sending).await? {
+                    return Ok(end);
+                }
+                continue;
             }
             if !self.wait_for_data(next, pause.clone()).await {
-                return Ok(if self.stopping() {
-                    LaneEnd::Stopped
-                } else {
-                    LaneEnd::Paused
-                });
+                if self.stopping() {
+                    return Ok(LaneEnd::Stopped);
+                }
+                continue;
             }
             if let Some(split) = self.split_point(is_main && stop_at.is_none(), next) {
+                while !sending.is_empty() {
+                    if let Some(end) = self.settle_front(cursor, &mut sending).await? {
+                        return Ok(end);
+                    }
+                }
                 return Ok(LaneEnd::SplitAt(split));
             }
             let mut read = match prefetched.take() {
@@ -389,11 +423,42 @@ impl Inner {
             if self.prefetch_worthwhile(end, stop_at) {
                 prefetched = Some((end, self.spawn_read(end)));
             }
-            if self.deliver(read, false).await.is_err() {
-                return self.stopped();
-            }
-            self.commit(cursor, end).await?;
+            let me = Arc::clone(self);
+            sending.push_back((
+                end,
+                tokio::spawn(async move { me.deliver(read, false).await }),
+            ));
             next = end;
+        }
+    }
+
+    /// Batches sent at once: the configured window for backends that accept out-of-order
+    /// samples, one for the others (an older batch of a series must never follow a newer
+    /// acknowledged one).
+    fn in_flight_window(&self) -> usize {
+        if self.backend.accepts_out_of_order() {
+            self.config.max_in_flight
+        } else {
+            1
+        }
+    }
+
+    /// Waits for the oldest batch being sent and commits it. `Some` when the lane must end.
+    async fn settle_front(
+        &self,
+        cursor: &str,
+        sending: &mut VecDeque<(u64, JoinHandle<Result<(), Stopped>>)>,
+    ) -> Result<Option<LaneEnd>> {
+        let Some((end, handle)) = sending.pop_front() else {
+            return Ok(None);
+        };
+        match handle.await {
+            Ok(Ok(())) => {
+                self.commit(cursor, end).await?;
+                Ok(None)
+            }
+            // The batch (and every later one) stays in flight and is resent on restart.
+            _ => self.stopped().map(Some),
         }
     }
 
