@@ -655,3 +655,35 @@ fn a_quarantined_last_segment_never_lets_its_offsets_be_reused() {
     let again = t.append_blocking(&batch(1, 501)).expect("appends");
     assert_eq!(again.start, r.end);
 }
+
+/// A middle segment whose every record is damaged (and whose index is gone) is kept as
+/// `*.seg.corrupt` for the operator, never deleted, and its offsets are reported lost.
+#[test]
+fn a_middle_segment_with_no_readable_record_is_quarantined_not_deleted() {
+    let (dir, acked, _) = written();
+    let wal = wal_dir(dir.path(), &alpha());
+    remove_indexes(&wal);
+    let segs = segments(&wal);
+    let (base, seg) = segs[1].clone();
+    let lost = base..segs[2].0;
+    for (pos, _) in frames(&seg) {
+        flip(&seg, pos + 1, 0x10); // every frame's length field
+    }
+    let spool = open_spool(dir.path()).expect("reopens");
+    let report = report_of(&spool, &alpha());
+    assert!(
+        report.events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::SegmentQuarantined { segment, .. } if *segment == seg
+        )),
+        "{report:?}"
+    );
+    assert!(
+        seg.with_extension("seg.corrupt").exists(),
+        "kept for the operator"
+    );
+    let t = spool.tenant(&alpha()).expect("tenant");
+    let skipped = assert_intact(&t, &acked, &lost);
+    let covered: u64 = skipped.iter().map(|s| s.range.end - s.range.start).sum();
+    assert_eq!(covered, lost.end - lost.start, "{skipped:?}");
+}

@@ -519,6 +519,24 @@ fn scan_and_repair(
         }
         (None, _) => {}
     }
+    if scan.records.is_empty() && next_base.is_some() {
+        // Damage in the middle of the log took every record of this segment: keep the file
+        // for the operator instead of deleting it (its offsets were reported above).
+        let fs = &shared.fs;
+        let to = path.with_extension("seg.corrupt");
+        let _ = fs.remove_file(&shared.path(&segment::index_file_name(base)));
+        fs.rename(&path, &to).map_err(|e| Error::io(&path, e))?;
+        fs.sync_dir(&shared.dir)
+            .map_err(|e| Error::io(&shared.dir, e))?;
+        report.events.push(RecoveryEvent::SegmentQuarantined {
+            segment: path,
+            reason: Corruption::InvalidField {
+                field: "records",
+                reason: "no readable record in a segment that is not the last".into(),
+            },
+        });
+        return Ok(None);
+    }
     if scan.records.is_empty() {
         remove_segment(shared, base)?;
         report
