@@ -64,8 +64,14 @@ pub struct Label {
 }
 
 /// A series identity: metric name plus labels sorted by name, validated at construction.
+///
+/// Shared behind an `Arc`: cloning a series (slicing, sharding, regrouping a batch) costs a
+/// reference count, not a copy of every label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Series {
+pub struct Series(std::sync::Arc<SeriesInner>);
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SeriesInner {
     name: String,
     labels: Vec<Label>,
 }
@@ -91,25 +97,26 @@ impl Series {
             .collect();
         labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         validate_labels(&name, &labels)?;
-        Ok(Self { name, labels })
+        Ok(Self(std::sync::Arc::new(SeriesInner { name, labels })))
     }
 
     /// The metric name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// Labels, sorted by name, without the metric name.
     pub fn labels(&self) -> &[Label] {
-        &self.labels
+        &self.0.labels
     }
 
     /// The value of label `name`, if present.
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
+        self.0
+            .labels
             .binary_search_by(|l| l.name.as_str().cmp(name))
             .ok()
-            .map(|i| self.labels[i].value.as_str())
+            .map(|i| self.0.labels[i].value.as_str())
     }
 }
 
