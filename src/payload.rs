@@ -68,7 +68,9 @@
 //! remaining, checks UTF-8 and the naming rules of every series, and requires the input to be
 //! consumed exactly.
 
-use crate::sample::{Batch, MAX_LABELS, MetricKind, Sample, Series};
+use std::sync::Arc;
+
+use crate::sample::{Batch, Label, MAX_LABELS, MetricKind, Sample, Series};
 
 /// Payload layout version written by this build.
 pub const PAYLOAD_VERSION: u8 = 2;
@@ -412,23 +414,41 @@ fn series_v2(
     if n_strings % 8 != 0 && mask[mask.len() - 1] >> (n_strings % 8) != 0 {
         return Err("change mask bits set past the last string".into());
     }
-    let mut next = |j: usize| -> Result<String, String> {
+    let changed = |j: usize| mask[j / 8] & (1 << (j % 8)) != 0;
+    let mut read_changed = |j: usize| -> Result<String, String> {
         let old = prev.map_or("", |p| series_string(p, j));
-        if mask[j / 8] & (1 << (j % 8)) == 0 {
-            return Ok(old.to_owned());
-        }
         let s = strings.front_coded(old)?;
         if s == old {
             return Err("a string marked as changed is unchanged".into());
         }
         Ok(s)
     };
-    let name = next(0)?;
+    let name = if changed(0) {
+        read_changed(0)?
+    } else {
+        prev.map_or("", |p| p.name()).to_owned()
+    };
+    // Unchanged label strings are shared with the previous series, not copied.
     let mut labels = Vec::with_capacity(label_count);
     for i in 0..label_count {
-        labels.push((next(2 * i + 1)?, next(2 * i + 2)?));
+        let pl = prev.and_then(|p| p.labels().get(i));
+        let name_j = 2 * i + 1;
+        let label_name: Arc<str> = match (changed(name_j), pl) {
+            (true, _) => Arc::from(read_changed(name_j)?),
+            (false, Some(l)) => Arc::clone(&l.name),
+            (false, None) => Arc::from(""),
+        };
+        let value: Arc<str> = match (changed(name_j + 1), pl) {
+            (true, _) => Arc::from(read_changed(name_j + 1)?),
+            (false, Some(l)) => Arc::clone(&l.value),
+            (false, None) => Arc::from(""),
+        };
+        labels.push(Label {
+            name: label_name,
+            value,
+        });
     }
-    Series::new(name, labels).map_err(|e| e.to_string())
+    Series::from_labels(name, labels).map_err(|e| e.to_string())
 }
 
 struct Reader<'a> {
@@ -505,8 +525,8 @@ impl<'a> Reader<'a> {
         let mut labels = Vec::with_capacity(label_count);
         for i in 0..label_count {
             let pl = prev.and_then(|p| p.labels().get(i));
-            let n = self.front_coded(pl.map_or("", |p| p.name.as_str()))?;
-            let v = self.front_coded(pl.map_or("", |p| p.value.as_str()))?;
+            let n = self.front_coded(pl.map_or("", |p| &*p.name))?;
+            let v = self.front_coded(pl.map_or("", |p| &*p.value))?;
             labels.push((n, v));
         }
         Series::new(name, labels).map_err(|e| e.to_string())
@@ -714,8 +734,8 @@ mod tests {
                 put_front_coded(out, e.series.name(), prev.map_or("", |p| p.name()));
                 for (i, l) in e.series.labels().iter().enumerate() {
                     let pl = prev.and_then(|p| p.labels().get(i));
-                    put_front_coded(out, &l.name, pl.map_or("", |p| p.name.as_str()));
-                    put_front_coded(out, &l.value, pl.map_or("", |p| p.value.as_str()));
+                    put_front_coded(out, &l.name, pl.map_or("", |p| &*p.name));
+                    put_front_coded(out, &l.value, pl.map_or("", |p| &*p.value));
                 }
                 prev = Some(&e.series);
             }

@@ -1,6 +1,8 @@
 //! The data model: a series is a metric name plus sorted labels; a sample is a timestamp in
 //! milliseconds and an `f64`; a batch groups samples by series and keeps each series' kind.
 
+use std::sync::Arc;
+
 use crate::error::InvalidInput;
 
 /// Longest metric name, in bytes.
@@ -54,13 +56,14 @@ impl MetricKind {
     }
 }
 
-/// One label: a name and a value.
+/// One label: a name and a value. The strings are shared (`Arc<str>`): series decoded from
+/// one record share every label string they have in common.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
     /// Label name, `[a-zA-Z_][a-zA-Z0-9_]*`.
-    pub name: String,
+    pub name: Arc<str>,
     /// Label value, any UTF-8 up to [`MAX_LABEL_VALUE_LEN`] bytes.
-    pub value: String,
+    pub value: Arc<str>,
 }
 
 /// A series identity: metric name plus labels sorted by name, validated at construction.
@@ -83,21 +86,25 @@ impl Series {
         labels: impl IntoIterator<Item = (N, V)>,
     ) -> Result<Self, InvalidInput>
     where
-        N: Into<String>,
-        V: Into<String>,
+        N: AsRef<str>,
+        V: AsRef<str>,
     {
-        let name = name.into();
-        validate_metric_name(&name)?;
-        let mut labels: Vec<Label> = labels
+        let labels = labels
             .into_iter()
             .map(|(n, v)| Label {
-                name: n.into(),
-                value: v.into(),
+                name: Arc::from(n.as_ref()),
+                value: Arc::from(v.as_ref()),
             })
             .collect();
+        Self::from_labels(name.into(), labels)
+    }
+
+    /// Validates and sorts labels whose strings may be shared with other series.
+    pub fn from_labels(name: String, mut labels: Vec<Label>) -> Result<Self, InvalidInput> {
+        validate_metric_name(&name)?;
         labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         validate_labels(&name, &labels)?;
-        Ok(Self(std::sync::Arc::new(SeriesInner { name, labels })))
+        Ok(Self(Arc::new(SeriesInner { name, labels })))
     }
 
     /// The metric name.
@@ -114,9 +121,9 @@ impl Series {
     pub fn label(&self, name: &str) -> Option<&str> {
         self.0
             .labels
-            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .binary_search_by(|l| (*l.name).cmp(name))
             .ok()
-            .map(|i| self.0.labels[i].value.as_str())
+            .map(|i| &*self.0.labels[i].value)
     }
 }
 
@@ -332,7 +339,7 @@ mod tests {
     #[test]
     fn labels_are_sorted_and_duplicates_refused() {
         let s = Series::new("up", [("job", "a"), ("instance", "b")]).expect("valid");
-        assert_eq!(s.labels()[0].name, "instance");
+        assert_eq!(&*s.labels()[0].name, "instance");
         assert_eq!(s.label("job"), Some("a"));
         assert!(Series::new("up", [("a", "1"), ("a", "2")]).is_err());
     }

@@ -1545,7 +1545,7 @@ pub fn encode_remote_write(batch: &Batch, out: &mut Vec<u8>) {
             .series
             .labels()
             .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .map(|l| (&*l.name, &*l.value))
             .collect();
         labels.push(("__name__", e.series.name()));
         labels.sort_unstable();

@@ -161,12 +161,12 @@ fn labels_of(series: &Series) -> Vec<Label> {
     let rest = series.labels().iter().filter(|l| !l.value.is_empty());
     let mut labels: Vec<Label> = rest
         .map(|l| Label {
-            name: l.name.clone(),
-            value: l.value.clone(),
+            name: l.name.to_string(),
+            value: l.value.to_string(),
         })
         .collect();
     // Series labels are sorted and never named `__name__`; insert it in its byte-order place.
-    let at = labels.partition_point(|l| l.name.as_str() < "__name__");
+    let at = labels.partition_point(|l| &*l.name < "__name__");
     labels.insert(
         at,
         Label {
@@ -263,7 +263,7 @@ fn encode_raw(batch: &Batch) -> Vec<u8> {
         // `__name__` goes in its byte-order place among the sorted, non-empty labels (found
         // once: comparing every label name with it was a tenth of the encoding time).
         let all = series.labels();
-        let split = all.partition_point(|l| l.name.as_str() < "__name__");
+        let split = all.partition_point(|l| &*l.name < "__name__");
         let (lo, hi) = all.split_at(split);
         let before = || lo.iter().filter(|l| !l.value.is_empty());
         let after = || hi.iter().filter(|l| !l.value.is_empty());

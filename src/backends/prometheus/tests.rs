@@ -50,7 +50,7 @@ pub(crate) fn request<'a>(tenant: &'a TenantId, batch: &'a Batch) -> SendRequest
 }
 
 fn names(ts: &TimeSeries) -> Vec<&str> {
-    ts.labels.iter().map(|l| l.name.as_str()).collect()
+    ts.labels.iter().map(|l| &*l.name).collect()
 }
 
 #[test]
