@@ -7,13 +7,28 @@
 //! letters are the forwarder's job (`crate::forward`), not the backend's.
 
 #[cfg(feature = "http")]
+pub mod datadog;
+#[cfg(feature = "http")]
+pub mod elasticsearch;
+pub mod file;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod http_generic;
 #[cfg(feature = "http")]
 pub mod influx;
 #[cfg(feature = "http")]
 pub mod mimir;
+pub mod mqtt;
+pub mod nats;
+#[cfg(feature = "http")]
+pub mod newrelic;
+#[cfg(feature = "http")]
+pub mod otlp;
 #[cfg(feature = "http")]
 pub mod prometheus;
+#[cfg(feature = "http")]
+pub mod splunk;
 #[cfg(all(test, feature = "http"))]
 mod testserver;
 #[cfg(feature = "http")]

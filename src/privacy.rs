@@ -1,0 +1,1 @@
+//! Privacy rules (being written).
