@@ -46,6 +46,7 @@
 pub mod backends;
 pub mod config;
 pub mod cursor;
+pub mod daemon;
 pub mod error;
 pub mod forward;
 pub mod ingest;

@@ -1,0 +1,496 @@
+//! `[backends.<name>]` tables → forwarding routes.
+//!
+//! A table holds `type`, the forwarding fields every type shares, and the backend's own
+//! fields, which are checked by the backend's config type (unknown fields are errors):
+//!
+//! ```toml
+//! [backends.vm]
+//! type = "victoriametrics"                 # required
+//! url = "http://127.0.0.1:8428"            # the backend's own fields
+//! tenants = ["edge-1"]                     # default: every tenant
+//! start = "earliest"                       # where a new cursor starts: now (default) | earliest
+//! batch = { max_samples = 10000, linger = "1s" }
+//! rate_limit = { samples_per_second = 50000 }
+//! backoff = { min = "100ms", max = "5s" }
+//! ```
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use super::settings::{Problem, Settings, key_line, resolve_secret};
+use crate::backends::Backend;
+use crate::backends::file::{FileBackend, FileConfig};
+use crate::forward::{BackoffConfig, BatchMode, ForwarderConfig, RateLimit, Route, TenantSelector};
+use crate::secret::Secret;
+use crate::spool::StartAt;
+use crate::tenant::TenantId;
+
+/// The forwarding fields every backend table may hold.
+const COMMON: [&str; 6] = ["type", "tenants", "start", "batch", "rate_limit", "backoff"];
+
+/// Backend types `type` accepts.
+pub const TYPES: &[&str] = &[
+    "file",
+    "prometheus",
+    "mimir",
+    "victoriametrics",
+    "influxdb",
+];
+
+/// `batch = { ... }`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchSettings {
+    /// Most samples per request: 1 to 1,000,000. Default 10,000.
+    max_samples: Option<usize>,
+    /// Most uncompressed bytes per request (≥ 1 KiB). Default 4 MiB.
+    max_bytes: Option<u64>,
+    /// How long to wait for a batch to fill: ≤ 1 min. Default 1 s.
+    #[serde(default, with = "crate::secret::opt_duration")]
+    linger: Option<Duration>,
+    /// Send as soon as anything is read (no linger). Default false.
+    #[serde(default)]
+    streaming: bool,
+    /// Parallel shards by series hash: 1 to 64. Default 1.
+    shards: Option<usize>,
+    /// Batches in flight at once for backends that accept out-of-order data: 1 to 64.
+    /// Default 4.
+    max_in_flight: Option<usize>,
+    /// Lag in samples beyond which fresh data goes on a live lane while the backlog
+    /// drains (out-of-order backends only). Default off.
+    live_lane: Option<u64>,
+}
+
+/// `rate_limit = { samples_per_second = N }` or `{ bytes_per_second = N }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum RateSettings {
+    SamplesPerSecond(NonZeroU32),
+    BytesPerSecond(NonZeroU32),
+}
+
+/// `backoff = { ... }`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffSettings {
+    /// First retry delay. Default 100 ms.
+    #[serde(default, with = "crate::secret::opt_duration")]
+    min: Option<Duration>,
+    /// Longest delay between retries. Default 5 s.
+    #[serde(default, with = "crate::secret::opt_duration")]
+    max: Option<Duration>,
+    /// Longest `Retry-After` honoured. Default 5 min.
+    #[serde(default, with = "crate::secret::opt_duration")]
+    max_retry_after: Option<Duration>,
+}
+
+/// `auth = { basic = { user = "u", password = { env = "P" } } }` or
+/// `auth = { bearer = { file = "/etc/token" } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum AuthSettings {
+    Basic { user: String, password: Secret },
+    Bearer(Secret),
+}
+
+/// Prometheus remote write (`type = "prometheus"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrometheusSettings {
+    url: String,
+    #[serde(default)]
+    auth: Option<AuthSettings>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default, with = "crate::secret::opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    out_of_order_window: bool,
+}
+
+/// Mimir / Cortex (`type = "mimir"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MimirSettings {
+    url: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    org_ids: HashMap<String, String>,
+    #[serde(default)]
+    send_org_id: Option<bool>,
+    #[serde(default)]
+    auth: Option<AuthSettings>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default, with = "crate::secret::opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    out_of_order_window: bool,
+}
+
+/// VictoriaMetrics (`type = "victoriametrics"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmSettings {
+    url: String,
+    /// Cluster mode: tenant → `{ account_id, project_id }`.
+    #[serde(default)]
+    cluster: Option<HashMap<String, VmTenantSettings>>,
+    #[serde(default)]
+    auth: Option<AuthSettings>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default, with = "crate::secret::opt_duration")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmTenantSettings {
+    account_id: u32,
+    #[serde(default)]
+    project_id: u32,
+}
+
+/// InfluxDB (`type = "influxdb"`): `version = 1` (default) or `2`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InfluxSettings {
+    url: String,
+    #[serde(default = "one")]
+    version: u8,
+    /// Tenant → database (v1) or bucket (v2). Default: the tenant id.
+    #[serde(default)]
+    databases: HashMap<String, String>,
+    #[serde(default)]
+    retention_policy: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<Secret>,
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default)]
+    token: Option<Secret>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default, with = "crate::secret::opt_duration")]
+    timeout: Option<Duration>,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// Context for building one table: its name, span and the file text.
+struct Ctx<'a> {
+    name: &'a str,
+    span: std::ops::Range<usize>,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn problem(&self, field: &str, message: impl Into<String>) -> Problem {
+        let key = field.split(['.', '[']).next().unwrap_or("");
+        Problem {
+            path: if field.is_empty() {
+                format!("backends.{}", self.name)
+            } else {
+                format!("backends.{}.{field}", self.name)
+            },
+            line: Some(key_line(self.src, &self.span, key)),
+            message: message.into(),
+        }
+    }
+
+    /// Deserializes `value` as `T`, naming the failing field.
+    fn parse<T: DeserializeOwned>(&self, field: &str, value: toml::Value) -> Result<T, Problem> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let sub = match (field.is_empty(), inner == ".") {
+                (true, true) => String::new(),
+                (true, false) => inner,
+                (false, true) => field.to_owned(),
+                (false, false) => format!("{field}.{inner}"),
+            };
+            let message = e.into_inner().to_string();
+            // Unknown fields: point at the offending key.
+            let key = unknown_field(&message).unwrap_or(&sub);
+            let mut p = self.problem(&sub, message.trim().to_owned());
+            p.line = Some(key_line(self.src, &self.span, key));
+            p
+        })
+    }
+
+    fn secret(&self, field: &str, s: &Secret) -> Result<String, Problem> {
+        resolve_secret(
+            s,
+            format!("backends.{}.{field}", self.name),
+            Some(key_line(self.src, &self.span, field)),
+        )
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.split("unknown field `").nth(1)?;
+    rest.split('`').next()
+}
+
+/// Builds one backend table into a route, with every problem as a [`Problem`].
+pub fn build(
+    name: &str,
+    table: &Spanned<toml::Table>,
+    settings: &Settings,
+    src: &str,
+) -> Result<Route, Problem> {
+    let ctx = Ctx {
+        name,
+        span: table.span(),
+        src,
+    };
+    crate::cursor::check_name(name)
+        .map_err(|e| ctx.problem("", format!("invalid backend name: {e}")))?;
+    let mut rest = table.get_ref().clone();
+    let mut common = toml::Table::new();
+    for key in COMMON {
+        if let Some(v) = rest.remove(key) {
+            common.insert(key.to_owned(), v);
+        }
+    }
+    let kind = match common.get("type") {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(_) => return Err(ctx.problem("type", "must be a string")),
+        None => {
+            return Err(ctx.problem(
+                "type",
+                format!("missing; one of {}", TYPES.join(", ")),
+            ));
+        }
+    };
+    let tenants = tenants(&ctx, &common, settings)?;
+    let config = forwarder_config(&ctx, &common)?;
+    let backend = backend(&ctx, &kind, rest, settings)?;
+    Ok(Route {
+        backend,
+        config,
+        tenants,
+    })
+}
+
+fn tenants(ctx: &Ctx<'_>, common: &toml::Table, settings: &Settings) -> Result<TenantSelector, Problem> {
+    let Some(v) = common.get("tenants") else {
+        return Ok(TenantSelector::All);
+    };
+    let list: Vec<String> = ctx.parse("tenants", v.clone())?;
+    if list.iter().any(|t| t == "*") {
+        return Ok(TenantSelector::All);
+    }
+    let mut ids = Vec::new();
+    for t in list {
+        let id = TenantId::new(t.as_str()).map_err(|e| ctx.problem("tenants", e.to_string()))?;
+        if !settings.tenants.contains_key(&t) && !settings.tenants.is_empty() {
+            return Err(ctx.problem("tenants", format!("no tenant {t} in [tenants]")));
+        }
+        ids.push(id);
+    }
+    Ok(TenantSelector::Only(ids))
+}
+
+fn forwarder_config(ctx: &Ctx<'_>, common: &toml::Table) -> Result<ForwarderConfig, Problem> {
+    let mut c = ForwarderConfig::new(ctx.name);
+    if let Some(v) = common.get("start") {
+        c.start = match v.as_str() {
+            Some("now") => StartAt::Now,
+            Some("earliest") => StartAt::Earliest,
+            _ => return Err(ctx.problem("start", "must be \"now\" or \"earliest\"")),
+        };
+    }
+    if let Some(v) = common.get("batch") {
+        let b: BatchSettings = ctx.parse("batch", v.clone())?;
+        let bad = |m: &str| Err(ctx.problem("batch", m));
+        if let Some(n) = b.max_samples {
+            if !(1..=1_000_000).contains(&n) {
+                return bad("max_samples must be 1 to 1,000,000");
+            }
+            c.max_samples = n;
+        }
+        if let Some(n) = b.max_bytes {
+            if n < 1024 {
+                return bad("max_bytes must be at least 1 KiB");
+            }
+            c.max_bytes = n;
+        }
+        if let Some(n) = b.shards {
+            if !(1..=64).contains(&n) {
+                return bad("shards must be 1 to 64");
+            }
+            c.shards = n;
+        }
+        if let Some(n) = b.max_in_flight {
+            if !(1..=64).contains(&n) {
+                return bad("max_in_flight must be 1 to 64");
+            }
+            c.max_in_flight = n;
+        }
+        let linger = b.linger.unwrap_or(Duration::from_secs(1));
+        if linger > Duration::from_secs(60) {
+            return bad("linger must be at most 1 min");
+        }
+        c.mode = if b.streaming {
+            BatchMode::Streaming
+        } else {
+            BatchMode::Batch { linger }
+        };
+        c.live_lane = b.live_lane;
+    }
+    if let Some(v) = common.get("rate_limit") {
+        c.rate_limit = Some(match ctx.parse::<RateSettings>("rate_limit", v.clone())? {
+            RateSettings::SamplesPerSecond(n) => RateLimit::SamplesPerSecond(n),
+            RateSettings::BytesPerSecond(n) => RateLimit::BytesPerSecond(n),
+        });
+    }
+    if let Some(v) = common.get("backoff") {
+        let b: BackoffSettings = ctx.parse("backoff", v.clone())?;
+        let d = BackoffConfig::default();
+        c.backoff = BackoffConfig {
+            min: b.min.unwrap_or(d.min),
+            max: b.max.unwrap_or(d.max),
+            max_retry_after: b.max_retry_after.unwrap_or(d.max_retry_after),
+        };
+        if c.backoff.min > c.backoff.max || c.backoff.min.is_zero() {
+            return Err(ctx.problem("backoff", "need 0 < min <= max"));
+        }
+    }
+    Ok(c)
+}
+
+fn backend(
+    ctx: &Ctx<'_>,
+    kind: &str,
+    mut rest: toml::Table,
+    settings: &Settings,
+) -> Result<Arc<dyn Backend>, Problem> {
+    let table = |rest: toml::Table| toml::Value::Table(rest);
+    let built: Arc<dyn Backend> = match kind {
+        "file" => {
+            if !rest.contains_key("path") {
+                let dir = settings.storage.data_dir.join("export");
+                rest.insert("path".into(), dir.display().to_string().into());
+            }
+            let c: FileConfig = ctx.parse("", table(rest))?;
+            Arc::new(FileBackend::new(c).map_err(|e| ctx.problem("path", e.to_string()))?)
+        }
+        #[cfg(feature = "http")]
+        "prometheus" | "mimir" | "victoriametrics" | "influxdb" => http_backend(ctx, kind, rest)?,
+        other => {
+            return Err(ctx.problem(
+                "type",
+                format!("unknown backend type {other:?}; one of {}", TYPES.join(", ")),
+            ));
+        }
+    };
+    Ok(built)
+}
+
+#[cfg(feature = "http")]
+fn http_backend(ctx: &Ctx<'_>, kind: &str, rest: toml::Table) -> Result<Arc<dyn Backend>, Problem> {
+    use crate::backends::http::Auth;
+    use crate::backends::influx::{Influx, InfluxApi, InfluxConfig, V1Auth};
+    use crate::backends::mimir::{Mimir, MimirConfig};
+    use crate::backends::prometheus::{RemoteWrite, RemoteWriteConfig};
+    use crate::backends::victoriametrics::{VictoriaMetrics, VictoriaMetricsConfig, VmMode, VmTenant};
+
+    let value = toml::Value::Table(rest);
+    let auth = |a: &Option<AuthSettings>| -> Result<Auth, Problem> {
+        Ok(match a {
+            None => Auth::None,
+            Some(AuthSettings::Basic { user, password }) => Auth::Basic {
+                user: user.clone(),
+                password: ctx.secret("auth", password)?,
+            },
+            Some(AuthSettings::Bearer(s)) => Auth::Bearer(ctx.secret("auth", s)?),
+        })
+    };
+    let headers = |h: HashMap<String, String>| h.into_iter().collect::<Vec<_>>();
+    let tenant_map = |m: HashMap<String, String>, field: &str| -> Result<HashMap<TenantId, String>, Problem> {
+        m.into_iter()
+            .map(|(k, v)| Ok((TenantId::new(k.as_str()).map_err(|e| ctx.problem(field, e.to_string()))?, v)))
+            .collect()
+    };
+    let invalid = |e: crate::backends::prometheus::ConfigError| ctx.problem("", e.to_string());
+    let backend: Arc<dyn Backend> = match kind {
+        "prometheus" => {
+            let s: PrometheusSettings = ctx.parse("", value)?;
+            let mut c = RemoteWriteConfig::new(s.url);
+            c.auth = auth(&s.auth)?;
+            c.headers = headers(s.headers);
+            c.timeout = s.timeout.unwrap_or(c.timeout);
+            c.out_of_order_window = s.out_of_order_window;
+            Arc::new(RemoteWrite::new(c).map_err(invalid)?)
+        }
+        "mimir" => {
+            let s: MimirSettings = ctx.parse("", value)?;
+            let mut c = MimirConfig::new(s.url);
+            if let Some(p) = s.path {
+                c.path = p;
+            }
+            c.org_ids = tenant_map(s.org_ids, "org_ids")?;
+            c.send_org_id = s.send_org_id.unwrap_or(c.send_org_id);
+            c.auth = auth(&s.auth)?;
+            c.headers = headers(s.headers);
+            c.timeout = s.timeout.unwrap_or(c.timeout);
+            c.out_of_order_window = s.out_of_order_window;
+            Arc::new(Mimir::new(c).map_err(invalid)?)
+        }
+        "victoriametrics" => {
+            let s: VmSettings = ctx.parse("", value)?;
+            let mut c = VictoriaMetricsConfig::new(s.url);
+            if let Some(cluster) = s.cluster {
+                let mut tenants = HashMap::new();
+                for (k, v) in cluster {
+                    let id = TenantId::new(k.as_str()).map_err(|e| ctx.problem("cluster", e.to_string()))?;
+                    tenants.insert(id, VmTenant { account_id: v.account_id, project_id: v.project_id });
+                }
+                c.mode = VmMode::Cluster { tenants };
+            }
+            c.auth = auth(&s.auth)?;
+            c.headers = headers(s.headers);
+            c.timeout = s.timeout.unwrap_or(c.timeout);
+            Arc::new(VictoriaMetrics::new(c).map_err(invalid)?)
+        }
+        _ => {
+            let s: InfluxSettings = ctx.parse("", value)?;
+            let mut c = InfluxConfig::v1(s.url);
+            c.api = match s.version {
+                1 => InfluxApi::V1 {
+                    retention_policy: s.retention_policy,
+                    auth: match (s.user, s.password) {
+                        (Some(user), Some(p)) => V1Auth::Basic { user, password: ctx.secret("password", &p)? },
+                        (None, None) => V1Auth::None,
+                        _ => return Err(ctx.problem("user", "user and password go together")),
+                    },
+                },
+                2 => InfluxApi::V2 {
+                    org: s.org.ok_or_else(|| ctx.problem("org", "required for version 2"))?,
+                    token: match &s.token {
+                        Some(t) => ctx.secret("token", t)?,
+                        None => return Err(ctx.problem("token", "required for version 2")),
+                    },
+                },
+                v => return Err(ctx.problem("version", format!("{v}: use 1 or 2"))),
+            };
+            c.databases = tenant_map(s.databases, "databases")?;
+            c.headers = headers(s.headers);
+            c.timeout = s.timeout.unwrap_or(c.timeout);
+            Arc::new(Influx::new(c).map_err(invalid)?)
+        }
+    };
+    Ok(backend)
+}
