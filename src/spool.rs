@@ -143,7 +143,12 @@ impl Tenant {
         self.wal.close_blocking()
     }
 
-    /// The tenant id.
+    /// The tenant's log settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The tenant's id.
     pub fn id(&self) -> &TenantId {
         &self.id
     }
