@@ -109,6 +109,15 @@ impl MasterKey {
             .map_err(|e| Error::io(path, e))
     }
 
+    /// The key of a tenant's privacy pseudonyms (HMAC-SHA256 of hashed label values).
+    pub fn pseudonym_key(&self, tenant: &TenantId) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"metricspool/pseudonym/v1"), self.0.as_ref())
+            .expand(tenant.as_str().as_bytes(), &mut k)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        k
+    }
+
     fn kek(&self, tenant: &TenantId) -> Aes256Gcm {
         let mut k = Zeroizing::new([0u8; 32]);
         Hkdf::<Sha256>::new(Some(b"metricspool/kek/v1"), self.0.as_ref())

@@ -35,13 +35,7 @@ use crate::tenant::TenantId;
 const COMMON: [&str; 6] = ["type", "tenants", "start", "batch", "rate_limit", "backoff"];
 
 /// Backend types `type` accepts.
-pub const TYPES: &[&str] = &[
-    "file",
-    "prometheus",
-    "mimir",
-    "victoriametrics",
-    "influxdb",
-];
+pub const TYPES: &[&str] = &["file", "prometheus", "mimir", "victoriametrics", "influxdb"];
 
 /// `batch = { ... }`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -268,10 +262,7 @@ pub fn build(
         Some(toml::Value::String(s)) => s.clone(),
         Some(_) => return Err(ctx.problem("type", "must be a string")),
         None => {
-            return Err(ctx.problem(
-                "type",
-                format!("missing; one of {}", TYPES.join(", ")),
-            ));
+            return Err(ctx.problem("type", format!("missing; one of {}", TYPES.join(", "))));
         }
     };
     let tenants = tenants(&ctx, &common, settings)?;
@@ -284,7 +275,11 @@ pub fn build(
     })
 }
 
-fn tenants(ctx: &Ctx<'_>, common: &toml::Table, settings: &Settings) -> Result<TenantSelector, Problem> {
+fn tenants(
+    ctx: &Ctx<'_>,
+    common: &toml::Table,
+    settings: &Settings,
+) -> Result<TenantSelector, Problem> {
     let Some(v) = common.get("tenants") else {
         return Ok(TenantSelector::All);
     };
@@ -392,7 +387,10 @@ fn backend(
         other => {
             return Err(ctx.problem(
                 "type",
-                format!("unknown backend type {other:?}; one of {}", TYPES.join(", ")),
+                format!(
+                    "unknown backend type {other:?}; one of {}",
+                    TYPES.join(", ")
+                ),
             ));
         }
     };
@@ -405,7 +403,9 @@ fn http_backend(ctx: &Ctx<'_>, kind: &str, rest: toml::Table) -> Result<Arc<dyn 
     use crate::backends::influx::{Influx, InfluxApi, InfluxConfig, V1Auth};
     use crate::backends::mimir::{Mimir, MimirConfig};
     use crate::backends::prometheus::{RemoteWrite, RemoteWriteConfig};
-    use crate::backends::victoriametrics::{VictoriaMetrics, VictoriaMetricsConfig, VmMode, VmTenant};
+    use crate::backends::victoriametrics::{
+        VictoriaMetrics, VictoriaMetricsConfig, VmMode, VmTenant,
+    };
 
     let value = toml::Value::Table(rest);
     let auth = |a: &Option<AuthSettings>| -> Result<Auth, Problem> {
@@ -419,11 +419,17 @@ fn http_backend(ctx: &Ctx<'_>, kind: &str, rest: toml::Table) -> Result<Arc<dyn 
         })
     };
     let headers = |h: HashMap<String, String>| h.into_iter().collect::<Vec<_>>();
-    let tenant_map = |m: HashMap<String, String>, field: &str| -> Result<HashMap<TenantId, String>, Problem> {
-        m.into_iter()
-            .map(|(k, v)| Ok((TenantId::new(k.as_str()).map_err(|e| ctx.problem(field, e.to_string()))?, v)))
-            .collect()
-    };
+    let tenant_map =
+        |m: HashMap<String, String>, field: &str| -> Result<HashMap<TenantId, String>, Problem> {
+            m.into_iter()
+                .map(|(k, v)| {
+                    Ok((
+                        TenantId::new(k.as_str()).map_err(|e| ctx.problem(field, e.to_string()))?,
+                        v,
+                    ))
+                })
+                .collect()
+        };
     let invalid = |e: crate::backends::prometheus::ConfigError| ctx.problem("", e.to_string());
     let backend: Arc<dyn Backend> = match kind {
         "prometheus" => {
@@ -455,8 +461,15 @@ fn http_backend(ctx: &Ctx<'_>, kind: &str, rest: toml::Table) -> Result<Arc<dyn 
             if let Some(cluster) = s.cluster {
                 let mut tenants = HashMap::new();
                 for (k, v) in cluster {
-                    let id = TenantId::new(k.as_str()).map_err(|e| ctx.problem("cluster", e.to_string()))?;
-                    tenants.insert(id, VmTenant { account_id: v.account_id, project_id: v.project_id });
+                    let id = TenantId::new(k.as_str())
+                        .map_err(|e| ctx.problem("cluster", e.to_string()))?;
+                    tenants.insert(
+                        id,
+                        VmTenant {
+                            account_id: v.account_id,
+                            project_id: v.project_id,
+                        },
+                    );
                 }
                 c.mode = VmMode::Cluster { tenants };
             }
@@ -472,13 +485,18 @@ fn http_backend(ctx: &Ctx<'_>, kind: &str, rest: toml::Table) -> Result<Arc<dyn 
                 1 => InfluxApi::V1 {
                     retention_policy: s.retention_policy,
                     auth: match (s.user, s.password) {
-                        (Some(user), Some(p)) => V1Auth::Basic { user, password: ctx.secret("password", &p)? },
+                        (Some(user), Some(p)) => V1Auth::Basic {
+                            user,
+                            password: ctx.secret("password", &p)?,
+                        },
                         (None, None) => V1Auth::None,
                         _ => return Err(ctx.problem("user", "user and password go together")),
                     },
                 },
                 2 => InfluxApi::V2 {
-                    org: s.org.ok_or_else(|| ctx.problem("org", "required for version 2"))?,
+                    org: s
+                        .org
+                        .ok_or_else(|| ctx.problem("org", "required for version 2"))?,
                     token: match &s.token {
                         Some(t) => ctx.secret("token", t)?,
                         None => return Err(ctx.problem("token", "required for version 2")),

@@ -210,11 +210,41 @@ impl Collector for LiveStats {
                 drops.push((labels, n as f64));
             }
         }
-        gauge(&mut enc, "log_bytes", "Bytes of the tenant's log on disk", &bytes, false)?;
-        gauge(&mut enc, "log_segments", "Segments of the tenant's log", &segments, false)?;
-        gauge(&mut enc, "log_end_offset", "One past the newest acknowledged offset", &end, false)?;
-        gauge(&mut enc, "quota_used_ratio", "Log bytes over the tenant's quota", &quota, false)?;
-        gauge(&mut enc, "dropped_samples", "Samples dropped, by reason", &drops, true)?;
+        gauge(
+            &mut enc,
+            "log_bytes",
+            "Bytes of the tenant's log on disk",
+            &bytes,
+            false,
+        )?;
+        gauge(
+            &mut enc,
+            "log_segments",
+            "Segments of the tenant's log",
+            &segments,
+            false,
+        )?;
+        gauge(
+            &mut enc,
+            "log_end_offset",
+            "One past the newest acknowledged offset",
+            &end,
+            false,
+        )?;
+        gauge(
+            &mut enc,
+            "quota_used_ratio",
+            "Log bytes over the tenant's quota",
+            &quota,
+            false,
+        )?;
+        gauge(
+            &mut enc,
+            "dropped_samples",
+            "Samples dropped, by reason",
+            &drops,
+            true,
+        )?;
         gauge(
             &mut enc,
             "retained_segments_deleted_for_quota",
@@ -242,16 +272,70 @@ impl LiveStats {
         let rows_u = |f: fn(&crate::forward::ForwarderStatsSnapshot) -> f64| {
             stats.iter().map(|s| (l(s), f(s))).collect::<Vec<_>>()
         };
-        gauge(enc, "forward_committed_offset", "Committed cursor offset", &rows_i(|s| s.committed as f64), false)?;
-        gauge(enc, "forward_lag_samples", "Samples not yet delivered", &rows_i(|s| s.lag_samples as f64), false)?;
+        gauge(
+            enc,
+            "forward_committed_offset",
+            "Committed cursor offset",
+            &rows_i(|s| s.committed as f64),
+            false,
+        )?;
+        gauge(
+            enc,
+            "forward_lag_samples",
+            "Samples not yet delivered",
+            &rows_i(|s| s.lag_samples as f64),
+            false,
+        )?;
         let lag_s: Vec<_> = stats.iter().map(|s| (l(s), s.lag_seconds)).collect();
-        gauge(enc, "forward_lag_seconds", "Age of the oldest undelivered sample being sent", &lag_s, false)?;
-        gauge(enc, "forward_up", "1 after a successful send, 0 after a failed one", &rows_i(|s| f64::from(u8::from(s.up))), false)?;
-        gauge(enc, "forward_sends", "Requests sent, every attempt", &rows_u(|s| s.sends as f64), true)?;
-        gauge(enc, "forward_delivered_samples", "Samples acknowledged by the backend", &rows_u(|s| s.delivered_samples as f64), true)?;
-        gauge(enc, "forward_bytes", "Request bytes acknowledged", &rows_u(|s| s.bytes_sent as f64), true)?;
-        gauge(enc, "forward_dead_letter_samples", "Samples moved to the dead-letter log", &rows_u(|s| s.dead_letter_samples as f64), true)?;
-        gauge(enc, "forward_unsupported_samples", "Samples the backend cannot represent, left out", &rows_u(|s| s.unsupported_samples as f64), true)?;
+        gauge(
+            enc,
+            "forward_lag_seconds",
+            "Age of the oldest undelivered sample being sent",
+            &lag_s,
+            false,
+        )?;
+        gauge(
+            enc,
+            "forward_up",
+            "1 after a successful send, 0 after a failed one",
+            &rows_i(|s| f64::from(u8::from(s.up))),
+            false,
+        )?;
+        gauge(
+            enc,
+            "forward_sends",
+            "Requests sent, every attempt",
+            &rows_u(|s| s.sends as f64),
+            true,
+        )?;
+        gauge(
+            enc,
+            "forward_delivered_samples",
+            "Samples acknowledged by the backend",
+            &rows_u(|s| s.delivered_samples as f64),
+            true,
+        )?;
+        gauge(
+            enc,
+            "forward_bytes",
+            "Request bytes acknowledged",
+            &rows_u(|s| s.bytes_sent as f64),
+            true,
+        )?;
+        gauge(
+            enc,
+            "forward_dead_letter_samples",
+            "Samples moved to the dead-letter log",
+            &rows_u(|s| s.dead_letter_samples as f64),
+            true,
+        )?;
+        gauge(
+            enc,
+            "forward_unsupported_samples",
+            "Samples the backend cannot represent, left out",
+            &rows_u(|s| s.unsupported_samples as f64),
+            true,
+        )?;
         let retries: Vec<_> = stats
             .iter()
             .flat_map(|s| {

@@ -459,7 +459,10 @@ impl Settings {
                 pick(|l| l.fsync_interval).unwrap_or(Duration::from_millis(100)),
             ),
         };
-        if let Some(v) = over.and_then(|o| o.segment_max_bytes).or(base.segment_max_bytes) {
+        if let Some(v) = over
+            .and_then(|o| o.segment_max_bytes)
+            .or(base.segment_max_bytes)
+        {
             c.segment_max_bytes = v;
         }
         if let Some(v) = pick(|l| l.segment_max_age) {
@@ -625,7 +628,11 @@ fn sibling(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Reads a secret for `path`, as a problem when it cannot be read.
-pub fn resolve_secret(secret: &Secret, path: String, line: Option<usize>) -> Result<String, Problem> {
+pub fn resolve_secret(
+    secret: &Secret,
+    path: String,
+    line: Option<usize>,
+) -> Result<String, Problem> {
     secret.resolve().map_err(|e| Problem {
         path,
         line,
@@ -677,7 +684,10 @@ path = "/tmp/x-export"
         assert_eq!(s.check(&src), vec![]);
         let t = s.tenants["edge-1"].get_ref();
         let c = s.log_config(Some(t)).unwrap();
-        assert_eq!(c.durability, Durability::Interval(Duration::from_millis(50)));
+        assert_eq!(
+            c.durability,
+            Durability::Interval(Duration::from_millis(50))
+        );
         assert_eq!(c.quota_policy, QuotaPolicy::Reject);
         assert_eq!(c.segment_max_bytes, 1 << 20);
     }
@@ -686,8 +696,16 @@ path = "/tmp/x-export"
     fn broken_files_name_the_field_and_line() {
         let cases: &[(&str, &str, usize)] = &[
             ("[server]\nlisten = 5\n", "server.listen", 2),
-            ("[storage.log]\n\ndurability = \"sometimes\"\n", "storage.log.durability", 3),
-            ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", "server", 3),
+            (
+                "[storage.log]\n\ndurability = \"sometimes\"\n",
+                "storage.log.durability",
+                3,
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n",
+                "server",
+                3,
+            ),
             (
                 "[tenants.a]\ntoken_sha256 = [\"abc\"]\n",
                 "tenants.a.token_sha256",
@@ -705,7 +723,9 @@ path = "/tmp/x-export"
                 3,
             ),
             (
-                &format!("[tenants.a]\ntoken_sha256 = [\"{HASH}\"]\n[tenants.b]\ntoken_sha256 = [\"{HASH}\"]\n"),
+                &format!(
+                    "[tenants.a]\ntoken_sha256 = [\"{HASH}\"]\n[tenants.b]\ntoken_sha256 = [\"{HASH}\"]\n"
+                ),
                 "tenants.b.token_sha256",
                 4,
             ),
@@ -751,7 +771,10 @@ path = "/tmp/x-export"
         s.apply_env(env).unwrap();
         assert_eq!(s.server.listen.port(), 1234);
         assert_eq!(s.storage.data_dir, PathBuf::from("/var/lib/ms"));
-        assert_eq!(s.default_key_file(), PathBuf::from("/var/lib/metricspool.key"));
+        assert_eq!(
+            s.default_key_file(),
+            PathBuf::from("/var/lib/metricspool.key")
+        );
         assert_eq!(s.log_config(None).unwrap().durability, Durability::None);
         let bad = |k: &str| (k == "METRICSPOOL_LOG_FORMAT").then(|| "xml".to_owned());
         assert!(s.apply_env(bad).is_err());

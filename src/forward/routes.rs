@@ -91,14 +91,19 @@ impl Forwarding {
         running.values().map(|f| f.stats()).collect()
     }
 
-    /// Stops every forwarder, waiting at most `grace` for each.
-    pub async fn shutdown(self, grace: Duration) {
+    /// Stops every forwarder at once, waiting at most `grace` in all: a send under way
+    /// finishes, an unfinished batch stays in flight for the next start.
+    pub async fn shutdown(&self, grace: Duration) {
         let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut waits = tokio::task::JoinSet::new();
         for (_, f) in running {
             match Arc::try_unwrap(f) {
-                Ok(f) => f.shutdown(grace).await,
+                Ok(f) => {
+                    waits.spawn(f.shutdown(grace));
+                }
                 Err(f) => f.stop(),
             }
         }
+        while waits.join_next().await.is_some() {}
     }
 }
