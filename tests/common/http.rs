@@ -6,11 +6,23 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// An answer: status and body.
+/// An answer: status, headers (names lower-cased) and body.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Reply {
+    /// The first header named `name` (lower case).
+    #[allow(dead_code)]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Sends one request to `127.0.0.1:port`. `path` must already be percent-encoded.
@@ -21,12 +33,28 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Reply> {
+    request_with(method, port, path, &[], body, timeout)
+}
+
+/// [`request`] with extra headers.
+pub fn request_with(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Reply> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n{extra}\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -48,8 +76,18 @@ fn parse(raw: &[u8]) -> Option<Reply> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
     let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
-    Some(Reply { status, body })
+    Some(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// GET with a 60 s timeout.
