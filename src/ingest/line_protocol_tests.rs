@@ -29,8 +29,10 @@ fn error(body: &str) -> String {
     message(decode(body).expect_err(body))
 }
 
-/// (name, labels, timestamp, value) of every sample.
-fn flat(batch: &Batch) -> Vec<(String, Vec<(String, String)>, i64, f64)> {
+/// (name, labels, timestamp, value) of one sample.
+type Flat = (String, Vec<(String, String)>, i64, f64);
+
+fn flat(batch: &Batch) -> Vec<Flat> {
     batch
         .iter()
         .map(|(s, _, x)| {
