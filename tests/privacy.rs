@@ -63,7 +63,7 @@ fn hashed_and_dropped_label_values_never_reach_the_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let master = MasterKey::generate().expect("random key");
     let id = TenantId::new("edge-1").expect("valid tenant");
-    let privacy = Privacy::new(&rules(), &master.pseudonym_key(&id)).expect("valid rules");
+    let privacy = Privacy::new(&rules(), master.pseudonym_key(&id)).expect("valid rules");
 
     let spool = Spool::open(SpoolConfig::new(dir.path(), master.clone())).expect("opens");
     let tenant = spool.tenant(&id).expect("tenant");
@@ -110,6 +110,6 @@ fn hashed_and_dropped_label_values_never_reach_the_disk() {
 
     // Pseudonyms are stable across reopen: a new `Privacy` from the same master key gives the
     // same value, so the series stays one series.
-    let again = Privacy::new(&rules(), &master.pseudonym_key(&id)).expect("valid rules");
+    let again = Privacy::new(&rules(), master.pseudonym_key(&id)).expect("valid rules");
     assert_eq!(again.pseudonym(SECRETS[0]), privacy.pseudonym(SECRETS[0]));
 }
