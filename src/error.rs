@@ -36,6 +36,14 @@ pub enum InvalidInput {
     /// A batch that is empty or exceeds the per-append limits.
     #[error("invalid batch: {0}")]
     Batch(String),
+    /// A privacy rule that cannot apply (see `crate::privacy`).
+    #[error("invalid privacy rule for label {label:?}: {reason}")]
+    PrivacyRule {
+        /// The label the rule names (truncated to 80 characters).
+        label: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
 }
 
 /// Why a stored record or file could not be read. Carried inside [`Error::Corrupt`] and in

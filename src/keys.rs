@@ -109,7 +109,12 @@ impl MasterKey {
             .map_err(|e| Error::io(path, e))
     }
 
-    /// The key of a tenant's privacy pseudonyms (HMAC-SHA256 of hashed label values).
+    /// The tenant's key for label pseudonyms (`crate::privacy`):
+    /// `HKDF-SHA256(salt = "metricspool/pseudonym/v1", ikm = master, info = tenant)`.
+    ///
+    /// It depends on the master key only, not on the keyring's seeds: pseudonyms stay the
+    /// same across data key rotation and after crypto-shredding, so series stay joinable;
+    /// they change only with the master key.
     pub fn pseudonym_key(&self, tenant: &TenantId) -> [u8; 32] {
         let mut k = [0u8; 32];
         Hkdf::<Sha256>::new(Some(b"metricspool/pseudonym/v1"), self.0.as_ref())
@@ -474,6 +479,20 @@ mod tests {
         k.load(&t, true).expect("creates");
         k.erase(&t).expect("erases");
         assert!(k.load(&t, false).expect("loads").is_none());
+    }
+
+    #[test]
+    fn pseudonym_keys_differ_by_tenant_and_from_the_kek_derivation() {
+        let m = MasterKey::from_bytes([9; 32]);
+        let a = m.pseudonym_key(&TenantId::new("a").expect("valid"));
+        let b = m.pseudonym_key(&TenantId::new("b").expect("valid"));
+        assert_ne!(a, b);
+        assert_eq!(a, m.pseudonym_key(&TenantId::new("a").expect("valid")));
+        let mut kek = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(b"metricspool/kek/v1"), &[9; 32])
+            .expand(b"a", &mut kek)
+            .expect("valid length");
+        assert_ne!(a, kek);
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn validate_labels(metric: &str, labels: &[Label]) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-fn label_name_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn label_name_problem(name: &str) -> Option<&'static str> {
     let b = name.as_bytes();
     if b.is_empty() {
         return Some("the label name is empty");

@@ -1,0 +1,17 @@
+//! JSON push bodies from untrusted bytes: `ingest::decode_json_push` never panics, and what
+//! it accepts respects the limits.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use metricspool::ingest::{IngestLimits, decode_json_push};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = IngestLimits {
+        max_body_bytes: 64 << 10,
+        max_samples: 1000,
+    };
+    if let Ok(batch) = decode_json_push(data, 1_700_000_000_000, &limits) {
+        assert!(batch.sample_count() <= limits.max_samples);
+    }
+});
