@@ -22,14 +22,25 @@
 //!
 //! # Why a resend is harmless
 //!
-//! The `_id` is the first 20 bytes of a SHA-256 (40 hex digits) over the tenant, the start
-//! of the batch's log offset range, the series (name and labels), the timestamp and the
-//! occurrence of that (series, timestamp) in the request ([`document_id`]). A resend of the
-//! same batch (after a crash, a timeout, a dead letter re-driven) gives the same ids, and
-//! `create` answers 409 `version_conflict_engine_exception` for each document already
-//! stored, which counts as delivered: exactly once in effect. The request part (shard or
-//! split half) is deliberately *not* in the id: re-driving a dead-lettered half, or changing
-//! the shard count between a crash and the restart, must not change a sample's id.
+//! The `_id` is the first 20 bytes of a SHA-256 (40 hex digits) of the sample's identity
+//! ([`document_id`]), and `create` answers 409 `version_conflict_engine_exception` for a
+//! document already stored, which counts as delivered: exactly once in effect. What the
+//! identity is, is chosen by [`IdScope`]:
+//!
+//! - [`IdScope::Series`] (default): tenant, series (name and labels) and timestamp, as a
+//!   TSDB (and an Elasticsearch TSDS) identifies a sample. Any resend of a sample is
+//!   harmless, whatever the batch boundaries: a crash, a timeout, a re-driven dead letter,
+//!   a changed `max_samples` or shard count, a replay of old segments. The price: when the
+//!   log holds two samples of one series with the same timestamp, Elasticsearch keeps the
+//!   first one sent (Prometheus refuses the second as a "duplicate sample").
+//! - [`IdScope::Batch`]: also the start of the batch's log offset range and the occurrence
+//!   of the (series, timestamp) in the request, so every sample of the log becomes its own
+//!   document. A resend of the same batch (crash, timeout, re-driven dead letter) is
+//!   harmless; a replay cut into different batches is not.
+//!
+//! The request part (shard or split half) is deliberately in neither: re-driving a
+//! dead-lettered half, or changing the shard count between a crash and the restart, must
+//! not change a sample's id.
 //!
 //! # Answers
 //!
@@ -130,6 +141,18 @@ fn default_item_retry_backoff() -> Duration {
     DEFAULT_ITEM_RETRY_BACKOFF
 }
 
+/// What a document id identifies (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdScope {
+    /// Tenant, series and timestamp: one document per (series, timestamp). The default.
+    #[default]
+    Series,
+    /// Tenant, series, timestamp, batch start offset and occurrence in the request: one
+    /// document per sample of the log.
+    Batch,
+}
+
 /// Configuration of an [`Elasticsearch`] backend (TOML: see `docs/backends/elasticsearch.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +169,9 @@ pub struct ElasticsearchConfig {
     /// streams accept only `create`, which this backend always uses. Default false.
     #[serde(default)]
     pub data_stream: bool,
+    /// What a document id identifies. Default [`IdScope::Series`].
+    #[serde(default)]
+    pub document_id: IdScope,
     /// Credentials. Default none.
     #[serde(default)]
     pub auth: Option<EsAuth>,
@@ -172,6 +198,7 @@ impl ElasticsearchConfig {
             url: url.into(),
             index: default_index(),
             data_stream: false,
+            document_id: IdScope::Series,
             auth: None,
             gzip: true,
             timeout: DEFAULT_TIMEOUT,
@@ -185,6 +212,7 @@ impl ElasticsearchConfig {
 pub struct Elasticsearch {
     bulk_url: Url,
     index: String,
+    id_scope: IdScope,
     client: reqwest::Client,
     auth: Auth,
     headers: HeaderMap,
@@ -268,6 +296,7 @@ impl Elasticsearch {
         Ok(Self {
             bulk_url,
             index: config.index,
+            id_scope: config.document_id,
             client: http::client(config.timeout),
             auth: resolve_auth(config.auth.as_ref())?,
             headers,
@@ -436,20 +465,22 @@ struct Docs {
 }
 
 /// A deterministic document id: hex of the first 20 bytes of SHA-256 over the tenant, the
-/// batch's first log offset, the series, the timestamp and the occurrence of this
-/// (series, timestamp) in the request (0 unless the batch repeats it).
+/// series, the timestamp and, for [`IdScope::Batch`], `position`: the batch's first log
+/// offset and the occurrence of this (series, timestamp) in the request (0 unless the
+/// request repeats it).
 pub fn document_id(
     tenant: &TenantId,
-    offset_start: u64,
     series: &Series,
     timestamp_ms: i64,
-    occurrence: u32,
+    position: Option<(u64, u32)>,
 ) -> String {
     let mut h = Sha256::new();
-    h.update(b"metricspool-es-id-v1\0");
+    h.update(match position {
+        None => b"metricspool-es-id-series-v1\0".as_slice(),
+        Some(_) => b"metricspool-es-id-batch-v1\0".as_slice(),
+    });
     h.update(tenant.as_str().as_bytes());
     h.update([0]);
-    h.update(offset_start.to_le_bytes());
     h.update(series.name().as_bytes());
     h.update([0]);
     for l in series.labels() {
@@ -460,7 +491,10 @@ pub fn document_id(
     }
     h.update([1]);
     h.update(timestamp_ms.to_le_bytes());
-    h.update(occurrence.to_le_bytes());
+    if let Some((offset_start, occurrence)) = position {
+        h.update(offset_start.to_le_bytes());
+        h.update(occurrence.to_le_bytes());
+    }
     let digest = h.finalize();
     let mut out = String::with_capacity(40);
     for b in &digest[..20] {
@@ -470,7 +504,7 @@ pub fn document_id(
 }
 
 /// Encodes a request's samples as bulk lines, or refuses it when an index name is invalid.
-fn encode(index: &str, req: &SendRequest<'_>) -> Result<Docs, Outcome> {
+fn encode(index: &str, scope: IdScope, req: &SendRequest<'_>) -> Result<Docs, Outcome> {
     let mut docs = Docs::default();
     let tenant = req.tenant.as_str();
     let tenant_json = json_string(tenant);
@@ -504,15 +538,15 @@ fn encode(index: &str, req: &SendRequest<'_>) -> Result<Docs, Outcome> {
                     n
                 }
             };
-            let occurrence = seen.entry((&entry.series, s.timestamp_ms)).or_insert(0);
-            let id = document_id(
-                req.tenant,
-                req.offsets.start,
-                &entry.series,
-                s.timestamp_ms,
-                *occurrence,
-            );
-            *occurrence += 1;
+            let place = match scope {
+                IdScope::Series => None,
+                IdScope::Batch => {
+                    let occurrence = seen.entry((&entry.series, s.timestamp_ms)).or_insert(0);
+                    *occurrence += 1;
+                    Some((req.offsets.start, *occurrence - 1))
+                }
+            };
+            let id = document_id(req.tenant, &entry.series, s.timestamp_ms, place);
             let value = serde_json::to_string(&s.value).unwrap_or_else(|_| "0".to_owned());
             let line = format!(
                 "{{\"create\":{{\"_index\":{},\"_id\":\"{id}\"}}}}\n{{\"@timestamp\":\"{}\",\"metric\":{metric}{value}}},\"labels\":{labels},\"tenant\":{tenant_json}}}\n",
@@ -683,7 +717,7 @@ impl Backend for Elasticsearch {
 
     fn send<'a>(&'a self, req: SendRequest<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let docs = match encode(&self.index, &req) {
+            let docs = match encode(&self.index, self.id_scope, &req) {
                 Ok(d) => d,
                 Err(outcome) => return outcome,
             };

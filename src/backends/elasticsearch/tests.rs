@@ -59,9 +59,9 @@ const ALL_OK: &str = "{\"errors\":false,\"items\":[]}";
 fn a_document_has_timestamp_metric_labels_and_tenant_under_a_dated_index() {
     let t = tenant("t1");
     let b = batch(&[(T0, 12.5), (T0 + 86_400_000, -0.0)]);
-    let docs = encode(DEFAULT_INDEX, &request(&t, &b)).expect("encodes");
+    let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
     assert_eq!(docs.lines.len(), 2);
-    let id = document_id(&t, 0, &b.entries()[0].series, T0, 0);
+    let id = document_id(&t, &b.entries()[0].series, T0, None);
     assert_eq!(
         docs.lines[0],
         format!(
@@ -81,46 +81,56 @@ fn a_document_has_timestamp_metric_labels_and_tenant_under_a_dated_index() {
 fn nan_and_infinite_samples_are_skipped_and_counted() {
     let t = tenant("t1");
     let b = batch(&[(T0, f64::NAN), (T0 + 1, 1.0), (T0 + 2, f64::INFINITY)]);
-    let docs = encode(DEFAULT_INDEX, &request(&t, &b)).expect("encodes");
+    let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
     assert_eq!((docs.lines.len(), docs.skipped), (1, 2));
     assert_eq!(docs.sample_index, vec![1]);
 }
 
 #[test]
-fn document_ids_depend_on_tenant_offset_series_timestamp_and_occurrence_only() {
+fn series_scoped_ids_depend_on_tenant_series_and_timestamp_only() {
     let s = series("cpu", &[("host", "a")]);
-    let id = document_id(&tenant("t1"), 100, &s, T0, 0);
+    let id = document_id(&tenant("t1"), &s, T0, None);
     assert_eq!(id.len(), 40);
     assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
-    assert_eq!(id, document_id(&tenant("t1"), 100, &s, T0, 0));
+    assert_eq!(id, document_id(&tenant("t1"), &s, T0, None));
     let others = [
-        document_id(&tenant("t2"), 100, &s, T0, 0),
-        document_id(&tenant("t1"), 101, &s, T0, 0),
-        document_id(&tenant("t1"), 100, &series("cpu", &[("host", "b")]), T0, 0),
-        document_id(&tenant("t1"), 100, &s, T0 + 1, 0),
-        document_id(&tenant("t1"), 100, &s, T0, 1),
+        document_id(&tenant("t2"), &s, T0, None),
+        document_id(&tenant("t1"), &series("cpu", &[("host", "b")]), T0, None),
+        document_id(&tenant("t1"), &series("mem", &[("host", "a")]), T0, None),
+        document_id(&tenant("t1"), &s, T0 + 1, None),
+        document_id(&tenant("t1"), &s, T0, Some((0, 0))),
     ];
     assert!(others.iter().all(|o| *o != id));
-    // The part of a split request does not change the ids.
+    // Neither the batch boundaries nor the part of a split request change the ids.
     let t = tenant("t1");
     let b = batch(&[(T0, 1.0), (T0 + 1, 2.0)]);
     let mut whole = request(&t, &b);
     whole.offsets = 100..102;
     let half = b.slice(1, 2);
     let mut second = request(&t, &half);
-    second.offsets = 100..102;
+    second.offsets = 101..102;
     second.part = (1, 2);
-    let a = encode(DEFAULT_INDEX, &whole).expect("encodes");
-    let h = encode(DEFAULT_INDEX, &second).expect("encodes");
+    let a = encode(DEFAULT_INDEX, IdScope::Series, &whole).expect("encodes");
+    let h = encode(DEFAULT_INDEX, IdScope::Series, &second).expect("encodes");
     assert_eq!(a.ids[1], h.ids[0]);
+    // A repeated (series, timestamp) is one document.
+    let b = batch(&[(T0, 1.0), (T0, 2.0)]);
+    let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
+    assert_eq!(docs.ids[0], docs.ids[1]);
 }
 
 #[test]
-fn a_repeated_series_and_timestamp_gets_a_second_id() {
+fn batch_scoped_ids_add_the_batch_start_and_the_occurrence_but_not_the_part() {
     let t = tenant("t1");
     let b = batch(&[(T0, 1.0), (T0, 2.0)]);
-    let docs = encode(DEFAULT_INDEX, &request(&t, &b)).expect("encodes");
-    assert_ne!(docs.ids[0], docs.ids[1]);
+    let mut req = request(&t, &b);
+    req.offsets = 100..102;
+    let docs = encode(DEFAULT_INDEX, IdScope::Batch, &req).expect("encodes");
+    assert_ne!(docs.ids[0], docs.ids[1], "a repeated sample is its own document");
+    req.part = (1, 4);
+    assert_eq!(encode(DEFAULT_INDEX, IdScope::Batch, &req).expect("encodes").ids, docs.ids);
+    req.offsets = 101..102;
+    assert_ne!(encode(DEFAULT_INDEX, IdScope::Batch, &req).expect("encodes").ids, docs.ids);
 }
 
 #[test]
@@ -136,7 +146,7 @@ fn timestamps_are_rfc3339_utc_with_milliseconds() {
 fn index_names_elasticsearch_would_refuse_are_refused_without_a_request() {
     let t = tenant("Edge-1");
     let b = batch(&[(T0, 1.0)]);
-    let out = encode(DEFAULT_INDEX, &request(&t, &b));
+    let out = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b));
     assert!(matches!(
         out,
         Err(Outcome::Rejected { kind: RejectKind::Permanent, ref reason, .. }) if reason.contains("upper-case")
@@ -159,6 +169,7 @@ fn config_reads_toml_with_defaults_and_refuses_unknown_fields_and_placeholders()
     .expect("parses");
     assert_eq!(c.index, DEFAULT_INDEX);
     assert!(c.gzip && !c.data_stream);
+    assert_eq!(c.document_id, IdScope::Series);
     assert_eq!(c.timeout, Duration::from_secs(5));
     let es = Elasticsearch::new(c).expect("valid");
     assert_eq!(
@@ -210,7 +221,7 @@ async fn a_bulk_request_has_the_path_headers_and_gzipped_ndjson_body() {
     assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert!(r.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
-    let docs = encode(DEFAULT_INDEX, &request(&t, &b)).expect("encodes");
+    let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
     assert_eq!(gunzip(&r.body), docs.lines.concat());
     assert!(gunzip(&r.body).ends_with('\n'));
 }
@@ -256,7 +267,7 @@ async fn mixed_items_resend_only_the_throttled_one_and_dead_letter_the_refused_o
     assert!(reason.contains("sample 3") && reason.contains("mapper_parsing_exception"));
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
-    let docs = encode(DEFAULT_INDEX, &request(&t, &b)).expect("encodes");
+    let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
     assert_eq!(gunzip(&reqs[1].body), docs.lines[2], "only the throttled document");
 }
 
