@@ -46,11 +46,16 @@ async fn append(t: &Arc<Tenant>, set: &DataSet) {
 }
 
 async fn wait_caught_up(f: &Forwarder, t: &Tenant) {
-    let done = common::wait_until_async(Duration::from_secs(120), Duration::from_millis(50), || {
-        f.stats().committed == t.wal().end_offset()
-    })
-    .await;
-    assert!(done.is_some(), "the forwarder did not catch up: {:?}", f.stats());
+    let done =
+        common::wait_until_async(Duration::from_secs(120), Duration::from_millis(50), || {
+            f.stats().committed == t.wal().end_offset()
+        })
+        .await;
+    assert!(
+        done.is_some(),
+        "the forwarder did not catch up: {:?}",
+        f.stats()
+    );
 }
 
 /// `_refresh`, then the document count of `index` (a pattern).
@@ -90,7 +95,13 @@ async fn every_sample_reaches_opensearch_exactly_once_through_a_forwarder() {
     append(&t, &set).await;
     wait_caught_up(&f, &t).await;
     assert_eq!(count(server.port, "metrics-t1-*").await, set.len() as u64);
-    assert!(t.dead_letters("es").expect("dlq").list().expect("list").is_empty());
+    assert!(
+        t.dead_letters("es")
+            .expect("dlq")
+            .list()
+            .expect("list")
+            .is_empty()
+    );
 
     // The documents are chartable: time field, metric object, labels, tenant.
     let port = server.port;
@@ -102,7 +113,12 @@ async fn every_sample_reaches_opensearch_exactly_once_through_a_forwarder() {
     .await;
     let hit = Json::parse(&body).expect("JSON");
     let source = hit.get("hits").get("hits").at(0).get("_source");
-    assert!(source.get("@timestamp").str().is_some_and(|s| s.ends_with('Z')));
+    assert!(
+        source
+            .get("@timestamp")
+            .str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
     assert_eq!(source.get("metric").get("name").str(), Some("es_samples"));
     assert_eq!(source.get("metric").get("kind").str(), Some("gauge"));
     assert!(source.get("metric").get("value").f64().is_some());
@@ -157,7 +173,13 @@ async fn a_resent_batch_is_delivered_through_409s_and_the_count_stays_exact() {
         .expect("the forwarder starts");
     wait_caught_up(&again, &t).await;
     assert_eq!(count(server.port, "metrics-t2-*").await, set.len() as u64);
-    assert!(t.dead_letters("es-b").expect("dlq").list().expect("list").is_empty());
+    assert!(
+        t.dead_letters("es-b")
+            .expect("dlq")
+            .list()
+            .expect("list")
+            .is_empty()
+    );
     assert_eq!(again.stats().dead_letter_samples, 0);
     again.shutdown(Duration::from_secs(5)).await;
 }
@@ -185,7 +207,10 @@ async fn an_outage_while_appending_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.set(Fault::Unavailable);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(f.stats().committed < t.wal().end_offset(), "nothing passes while down");
+    assert!(
+        f.stats().committed < t.wal().end_offset(),
+        "nothing passes while down"
+    );
     proxy.script([Fault::TooManyRequests {
         retry_after_secs: 1,
     }]);
@@ -194,6 +219,12 @@ async fn an_outage_while_appending_loses_and_duplicates_nothing() {
     let total = (before.len() + during.len()) as u64;
     assert_eq!(count(server.port, "metrics-t3-*").await, total);
     assert!(proxy.count_of(Fault::Reset) > 0 && proxy.count_of(Fault::Unavailable) > 0);
-    assert!(t.dead_letters("es").expect("dlq").list().expect("list").is_empty());
+    assert!(
+        t.dead_letters("es")
+            .expect("dlq")
+            .list()
+            .expect("list")
+            .is_empty()
+    );
     f.shutdown(Duration::from_secs(5)).await;
 }

@@ -187,7 +187,10 @@ pub struct ElasticsearchConfig {
     #[serde(default = "default_item_retries")]
     pub item_retries: u32,
     /// First pause before such a resend; doubles each time, at most 5 s. Default 200 ms.
-    #[serde(default = "default_item_retry_backoff", with = "crate::secret::duration")]
+    #[serde(
+        default = "default_item_retry_backoff",
+        with = "crate::secret::duration"
+    )]
     pub item_retry_backoff: Duration,
 }
 
@@ -269,7 +272,10 @@ impl Elasticsearch {
         if !unknown.is_empty() {
             return Err(field_error(
                 "index",
-                format!("unknown placeholder(s) {} (allowed: {allowed:?})", unknown.join(", ")),
+                format!(
+                    "unknown placeholder(s) {} (allowed: {allowed:?})",
+                    unknown.join(", ")
+                ),
             ));
         }
         if let Err(reason) = check_index_name(&render_index(&config.index, "t", (2000, 1, 1))) {
@@ -357,11 +363,19 @@ impl Elasticsearch {
             .post(self.bulk_url.clone())
             .headers(self.headers.clone())
             .body(body);
-        let resp = self.auth.apply(rb).send().await.map_err(http::transport_error)?;
+        let resp = self
+            .auth
+            .apply(rb)
+            .send()
+            .await
+            .map_err(http::transport_error)?;
         let (status, retry_after) = http::status_and_retry_after(&resp);
         if !(200..300).contains(&status) {
             let (body, _) = http::read_capped(resp, 4096).await?;
-            return Err(http::classify(&http::answer(status, retry_after, &body), sent));
+            return Err(http::classify(
+                &http::answer(status, retry_after, &body),
+                sent,
+            ));
         }
         let (body, truncated) = http::read_capped(resp, MAX_RESPONSE).await?;
         if truncated {
@@ -619,7 +633,11 @@ fn civil_date(ts_ms: i64) -> (i32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32, m, d)
+    (
+        y.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+        m,
+        d,
+    )
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-12-04T10:00:00.000Z`.

@@ -126,7 +126,9 @@ impl StatusSpec {
                 .ok_or_else(|| format!("{r:?} is not a status, \"lo-hi\" or \"Nxx\""))?,
         };
         if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-            return Err(format!("{lo}-{hi} is not a range of HTTP statuses (100 to 599)"));
+            return Err(format!(
+                "{lo}-{hi} is not a range of HTTP statuses (100 to 599)"
+            ));
         }
         Ok((lo, hi))
     }
@@ -257,7 +259,9 @@ fn ranges(field: &'static str, specs: &[StatusSpec]) -> Result<Vec<(u16, u16)>, 
 }
 
 /// Credentials as [`Auth`], plus a secret header when that is the kind.
-fn resolve_auth(auth: Option<&HttpAuth>) -> Result<(Auth, Option<(HeaderName, HeaderValue)>), ConfigError> {
+fn resolve_auth(
+    auth: Option<&HttpAuth>,
+) -> Result<(Auth, Option<(HeaderName, HeaderValue)>), ConfigError> {
     let secret = |s: &Secret| s.resolve().map_err(|e| field_error("auth", e.to_string()));
     Ok(match auth {
         None => (Auth::None, None),
@@ -288,7 +292,10 @@ impl HttpGeneric {
     pub fn new(config: HttpGenericConfig) -> Result<Self, ConfigError> {
         let unknown = http::unknown_placeholders(&config.url, &["tenant"]);
         if !unknown.is_empty() {
-            return Err(field_error("url", format!("unknown placeholder(s) {}", unknown.join(", "))));
+            return Err(field_error(
+                "url",
+                format!("unknown placeholder(s) {}", unknown.join(", ")),
+            ));
         }
         prometheus::parse_url(&http::render_tenant(&config.url, "t"))?;
         if config.timeout.is_zero() || config.timeout > Duration::from_secs(3600) {
@@ -378,20 +385,22 @@ impl HttpGeneric {
 
     /// The URL and headers of `tenant`'s requests.
     fn request_for(&self, tenant: &str) -> Result<(Url, HeaderMap), Outcome> {
-        let url = Url::parse(&http::render_tenant(&self.url, tenant)).map_err(|e| Outcome::Rejected {
-            kind: RejectKind::Permanent,
-            status: None,
-            reason: format!("the URL of tenant {tenant} does not parse: {e}"),
-        })?;
+        let url =
+            Url::parse(&http::render_tenant(&self.url, tenant)).map_err(|e| Outcome::Rejected {
+                kind: RejectKind::Permanent,
+                status: None,
+                reason: format!("the URL of tenant {tenant} does not parse: {e}"),
+            })?;
         let mut headers = self.fixed.clone();
         for (name, template) in &self.headers {
-            let value = HeaderValue::from_str(&http::render_tenant(template, tenant)).map_err(|_| {
-                Outcome::Rejected {
-                    kind: RejectKind::Permanent,
-                    status: None,
-                    reason: format!("header {name} of tenant {tenant} is not a valid value"),
-                }
-            })?;
+            let value =
+                HeaderValue::from_str(&http::render_tenant(template, tenant)).map_err(|_| {
+                    Outcome::Rejected {
+                        kind: RejectKind::Permanent,
+                        status: None,
+                        reason: format!("header {name} of tenant {tenant} is not a valid value"),
+                    }
+                })?;
             headers.insert(name.clone(), value);
         }
         Ok((url, headers))
@@ -432,9 +441,11 @@ impl HttpGeneric {
         let (status, retry_after) = http::status_and_retry_after(&resp);
         // Only the start of the answer is kept, for logs: a receiver's body is never parsed.
         match http::read_capped(resp, 4096).await {
-            Ok((text, _)) => {
-                self.classify(&http::answer(status, retry_after, &text), sent, body.skipped)
-            }
+            Ok((text, _)) => self.classify(
+                &http::answer(status, retry_after, &text),
+                sent,
+                body.skipped,
+            ),
             Err(outcome) => outcome,
         }
     }

@@ -204,7 +204,12 @@ fn field_error(field: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn check_duration(field: &'static str, d: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+fn check_duration(
+    field: &'static str,
+    d: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
     if d < min || d > max {
         return Err(field_error(field, format!("it must be {min:?} to {max:?}")));
     }
@@ -239,11 +244,19 @@ impl Splunk {
         let ms = Duration::from_millis(1);
         check_duration("timeout", config.timeout, ms, Duration::from_secs(3600))?;
         if let Some(a) = &config.ack {
-            check_duration("ack.poll_interval", a.poll_interval, 10 * ms, Duration::from_secs(60))?;
+            check_duration(
+                "ack.poll_interval",
+                a.poll_interval,
+                10 * ms,
+                Duration::from_secs(60),
+            )?;
             check_duration("ack.timeout", a.timeout, ms, Duration::from_secs(3600))?;
         }
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if config.gzip {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
@@ -332,7 +345,12 @@ impl Splunk {
         &self,
         rb: reqwest::RequestBuilder,
     ) -> Result<(u16, Option<Duration>, Vec<u8>), Outcome> {
-        let resp = self.auth.apply(rb).send().await.map_err(http::transport_error)?;
+        let resp = self
+            .auth
+            .apply(rb)
+            .send()
+            .await
+            .map_err(http::transport_error)?;
         let (status, retry_after) = http::status_and_retry_after(&resp);
         let (body, _) = http::read_capped(resp, MAX_ANSWER).await?;
         Ok((status, retry_after, body))
@@ -459,7 +477,11 @@ pub fn encode(batch: &Batch, meta: &[(&str, String)]) -> Events {
         .map(|(k, v)| format!(",\"{k}\":{}", json_string(v)))
         .collect();
     for e in &events {
-        let _ = write!(text, "{{\"time\":{},\"event\":\"metric\"{head},\"fields\":{{", seconds(e.ts));
+        let _ = write!(
+            text,
+            "{{\"time\":{},\"event\":\"metric\"{head},\"fields\":{{",
+            seconds(e.ts)
+        );
         let mut first = true;
         for l in e.labels.iter().filter(|l| !l.value.is_empty()) {
             if !first {

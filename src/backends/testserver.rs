@@ -267,8 +267,9 @@ impl Forwarding {
             max: Duration::from_millis(200),
             max_retry_after: Duration::from_secs(30),
         };
-        let forwarder = crate::forward::Forwarder::spawn(std::sync::Arc::clone(&tenant), backend, fc)
-            .expect("the forwarder starts");
+        let forwarder =
+            crate::forward::Forwarder::spawn(std::sync::Arc::clone(&tenant), backend, fc)
+                .expect("the forwarder starts");
         Self {
             tenant,
             forwarder,
@@ -279,7 +280,11 @@ impl Forwarding {
 
     /// Appends `batch` and waits (at most 30 s) until the forwarder committed it.
     pub async fn append_and_settle(&self, batch: &crate::Batch) {
-        let offsets = self.tenant.append(batch).await.expect("the append is acknowledged");
+        let offsets = self
+            .tenant
+            .append(batch)
+            .await
+            .expect("the append is acknowledged");
         let t0 = std::time::Instant::now();
         while self.forwarder.stats().committed < offsets.end {
             assert!(

@@ -129,7 +129,10 @@ impl Server {
     /// the Python package.
     pub fn osmem() -> Self {
         let out = Command::new("python3")
-            .args(["-c", "import osmem_server;print(osmem_server.resolve_binary())"])
+            .args([
+                "-c",
+                "import osmem_server;print(osmem_server.resolve_binary())",
+            ])
             .output()
             .expect("python3 runs");
         assert!(

@@ -126,11 +126,24 @@ fn batch_scoped_ids_add_the_batch_start_and_the_occurrence_but_not_the_part() {
     let mut req = request(&t, &b);
     req.offsets = 100..102;
     let docs = encode(DEFAULT_INDEX, IdScope::Batch, &req).expect("encodes");
-    assert_ne!(docs.ids[0], docs.ids[1], "a repeated sample is its own document");
+    assert_ne!(
+        docs.ids[0], docs.ids[1],
+        "a repeated sample is its own document"
+    );
     req.part = (1, 4);
-    assert_eq!(encode(DEFAULT_INDEX, IdScope::Batch, &req).expect("encodes").ids, docs.ids);
+    assert_eq!(
+        encode(DEFAULT_INDEX, IdScope::Batch, &req)
+            .expect("encodes")
+            .ids,
+        docs.ids
+    );
     req.offsets = 101..102;
-    assert_ne!(encode(DEFAULT_INDEX, IdScope::Batch, &req).expect("encodes").ids, docs.ids);
+    assert_ne!(
+        encode(DEFAULT_INDEX, IdScope::Batch, &req)
+            .expect("encodes")
+            .ids,
+        docs.ids
+    );
 }
 
 #[test]
@@ -180,10 +193,18 @@ fn config_reads_toml_with_defaults_and_refuses_unknown_fields_and_placeholders()
         }
     );
     assert!(toml::from_str::<ElasticsearchConfig>("url = \"http://x\"\nindexx = \"a\"").is_err());
-    assert!(toml::from_str::<ElasticsearchConfig>("url = \"http://x\"\nauth = { api_key = \"inline\" }").is_err());
+    assert!(
+        toml::from_str::<ElasticsearchConfig>(
+            "url = \"http://x\"\nauth = { api_key = \"inline\" }"
+        )
+        .is_err()
+    );
     let mut c = ElasticsearchConfig::new("http://x");
     c.index = "m-{tenant}-{host}".into();
-    assert!(matches!(Elasticsearch::new(c), Err(ConfigError::Field { field: "index", .. })));
+    assert!(matches!(
+        Elasticsearch::new(c),
+        Err(ConfigError::Field { field: "index", .. })
+    ));
     let mut c = ElasticsearchConfig::new("http://x");
     c.data_stream = true;
     assert!(
@@ -195,8 +216,13 @@ fn config_reads_toml_with_defaults_and_refuses_unknown_fields_and_placeholders()
     c.index = "metrics-metricspool-{tenant}".into();
     assert!(Elasticsearch::new(c).is_ok());
     let mut c = ElasticsearchConfig::new("http://x");
-    c.auth = Some(EsAuth::Bearer(Secret::Env("METRICSPOOL_TEST_ES_UNSET".into())));
-    assert!(matches!(Elasticsearch::new(c), Err(ConfigError::Field { field: "auth", .. })));
+    c.auth = Some(EsAuth::Bearer(Secret::Env(
+        "METRICSPOOL_TEST_ES_UNSET".into(),
+    )));
+    assert!(matches!(
+        Elasticsearch::new(c),
+        Err(ConfigError::Field { field: "auth", .. })
+    ));
 }
 
 #[tokio::test]
@@ -220,7 +246,10 @@ async fn a_bulk_request_has_the_path_headers_and_gzipped_ndjson_body() {
     );
     assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
     assert_eq!(r.header("content-encoding"), Some("gzip"));
-    assert!(r.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
+    assert!(
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Basic "))
+    );
     let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
     assert_eq!(gunzip(&r.body), docs.lines.concat());
     assert!(gunzip(&r.body).ends_with('\n'));
@@ -238,7 +267,10 @@ async fn without_gzip_the_body_is_plain_ndjson_and_an_api_key_is_sent() {
     es.send(request(&t, &b)).await;
     let r = server.request().await;
     assert_eq!(r.header("content-encoding"), None);
-    assert!(r.header("authorization").is_some_and(|a| a.starts_with("ApiKey ")));
+    assert!(
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("ApiKey "))
+    );
     assert!(String::from_utf8_lossy(&r.body).starts_with("{\"create\":"));
 }
 
@@ -268,7 +300,11 @@ async fn mixed_items_resend_only_the_throttled_one_and_dead_letter_the_refused_o
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
     let docs = encode(DEFAULT_INDEX, IdScope::Series, &request(&t, &b)).expect("encodes");
-    assert_eq!(gunzip(&reqs[1].body), docs.lines[2], "only the throttled document");
+    assert_eq!(
+        gunzip(&reqs[1].body),
+        docs.lines[2],
+        "only the throttled document"
+    );
 }
 
 #[tokio::test]
@@ -362,7 +398,11 @@ async fn http_statuses_map_to_retry_too_large_and_permanent() {
 async fn a_malformed_or_mismatched_response_is_retried_not_trusted() {
     let t = tenant("t1");
     let b = batch(&[(T0, 1.0), (T0 + 1, 2.0)]);
-    for body in ["not json", &items(&[201]), "{\"errors\":true,\"items\":[{},{}]}"] {
+    for body in [
+        "not json",
+        &items(&[201]),
+        "{\"errors\":true,\"items\":[{},{}]}",
+    ] {
         let s = testserver::serve_once(200, &[], body).await;
         let out = backend(&s.url).send(request(&t, &b)).await;
         assert!(
@@ -380,14 +420,20 @@ async fn a_malformed_or_mismatched_response_is_retried_not_trusted() {
 
 #[tokio::test]
 async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
-    let server =
-        testserver::serve_seq(vec![Canned::new(400, "{\"error\":{\"type\":\"parse_exception\"}}")])
-            .await;
+    let server = testserver::serve_seq(vec![Canned::new(
+        400,
+        "{\"error\":{\"type\":\"parse_exception\"}}",
+    )])
+    .await;
     let f = Forwarding::start(Arc::new(backend(&server.url)));
-    f.append_and_settle(&batch(&[(T0, 1.0), (T0 + 1, 2.0)])).await;
+    f.append_and_settle(&batch(&[(T0, 1.0), (T0 + 1, 2.0)]))
+        .await;
     let dl = f.dead_letters();
     assert_eq!(dl.len(), 1);
-    assert_eq!((dl[0].kind, dl[0].status, dl[0].samples), (RejectKind::Permanent, Some(400), 2));
+    assert_eq!(
+        (dl[0].kind, dl[0].status, dl[0].samples),
+        (RejectKind::Permanent, Some(400), 2)
+    );
     assert!(dl[0].reason.contains("parse_exception"));
 }
 

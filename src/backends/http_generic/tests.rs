@@ -29,7 +29,11 @@ fn backend(url: &str) -> HttpGeneric {
 
 #[test]
 fn json_layout_is_tenant_batch_id_and_samples() {
-    let b = batch(&[(1_700_000_000_000, 12.5), (1_700_000_001_000, f64::NAN), (-5, -0.0)]);
+    let b = batch(&[
+        (1_700_000_000_000, 12.5),
+        (1_700_000_001_000, f64::NAN),
+        (-5, -0.0),
+    ]);
     let body = encode(HttpFormat::Json, "t1", "t1-0-3-0of1", &b);
     assert_eq!(
         body.text,
@@ -76,17 +80,29 @@ fn status_sets_parse_numbers_ranges_and_nxx() {
 #[test]
 fn config_refuses_unknown_placeholders_and_reserved_headers() {
     let bad_url = HttpGenericConfig::new("http://x/{tenantt}");
-    assert!(matches!(HttpGeneric::new(bad_url), Err(ConfigError::Field { field: "url", .. })));
+    assert!(matches!(
+        HttpGeneric::new(bad_url),
+        Err(ConfigError::Field { field: "url", .. })
+    ));
     let mut c = HttpGenericConfig::new("http://x");
     c.headers.insert("Idempotency-Key".into(), "x".into());
-    assert!(matches!(HttpGeneric::new(c), Err(ConfigError::ReservedHeader { .. })));
+    assert!(matches!(
+        HttpGeneric::new(c),
+        Err(ConfigError::ReservedHeader { .. })
+    ));
     let mut c = HttpGenericConfig::new("http://x");
     c.headers.insert("X-Scope".into(), "{nope}".into());
-    assert!(matches!(HttpGeneric::new(c), Err(ConfigError::Header { .. })));
+    assert!(matches!(
+        HttpGeneric::new(c),
+        Err(ConfigError::Header { .. })
+    ));
     let mut c = HttpGenericConfig::new("http://x");
     c.auth = Some(HttpAuth::Bearer(Secret::Env("PATH".into())));
     c.headers.insert("Authorization".into(), "x".into());
-    assert!(matches!(HttpGeneric::new(c), Err(ConfigError::ReservedHeader { .. })));
+    assert!(matches!(
+        HttpGeneric::new(c),
+        Err(ConfigError::ReservedHeader { .. })
+    ));
 }
 
 #[tokio::test]
@@ -114,7 +130,10 @@ async fn a_request_has_the_tenant_url_headers_idempotency_key_and_body() {
     let mut req = request(&t, &b);
     req.offsets = 10..12;
     let out = h.send(req.clone()).await;
-    assert!(matches!(out, Outcome::Delivered { skipped: 0, .. }), "{out:?}");
+    assert!(
+        matches!(out, Outcome::Delivered { skipped: 0, .. }),
+        "{out:?}"
+    );
     let r = server.request().await;
     assert_eq!(r.method, "PUT");
     assert_eq!(r.target, "/ingest/t1?src=spool");
@@ -127,7 +146,10 @@ async fn a_request_has_the_tenant_url_headers_idempotency_key_and_body() {
     flate2::read::GzDecoder::new(&r.body[..])
         .read_to_string(&mut text)
         .expect("gzip");
-    assert_eq!(text, encode(HttpFormat::Ndjson, "t1", &req.batch_id(), &b).text);
+    assert_eq!(
+        text,
+        encode(HttpFormat::Ndjson, "t1", &req.batch_id(), &b).text
+    );
 }
 
 #[tokio::test]
@@ -141,7 +163,10 @@ async fn a_json_post_with_bearer_auth_is_plain_json() {
     h.send(request(&t, &b)).await;
     let r = server.request().await;
     assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/m"));
-    assert!(r.header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
+    assert!(
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer "))
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
     assert_eq!(v["batch_id"], "t1-0-1-0of1");
@@ -233,7 +258,10 @@ async fn a_forwarder_waits_for_retry_after_then_delivers_with_the_same_key() {
     let (times, reqs) = (server.times(), server.requests());
     assert_eq!(reqs.len(), 2);
     assert!(times[1] - times[0] >= Duration::from_millis(950));
-    assert_eq!(reqs[0].header("idempotency-key"), reqs[1].header("idempotency-key"));
+    assert_eq!(
+        reqs[0].header("idempotency-key"),
+        reqs[1].header("idempotency-key")
+    );
     assert_eq!(reqs[0].body, reqs[1].body, "a resend is byte-identical");
     assert!(f.dead_letters().is_empty());
 }

@@ -5,9 +5,9 @@ use std::io::Read as _;
 use std::sync::Arc;
 
 use super::*;
+use crate::backends::RejectKind;
 use crate::backends::prometheus::tests::{request, series};
 use crate::backends::testserver::{self, Canned, Forwarding};
-use crate::backends::RejectKind;
 use crate::sample::{MetricKind, Sample};
 
 fn tenant(s: &str) -> TenantId {
@@ -50,7 +50,11 @@ fn batch() -> Batch {
             vec![Sample::new(1000, v), Sample::new(2000, v + 10.0)],
         );
     }
-    b.push_one(series("cpu", &[("host", "b")]), MetricKind::Gauge, Sample::new(1000, 3.5));
+    b.push_one(
+        series("cpu", &[("host", "b")]),
+        MetricKind::Gauge,
+        Sample::new(1000, 3.5),
+    );
     b
 }
 
@@ -77,7 +81,11 @@ fn a_repeated_metric_at_one_time_starts_a_new_event_and_nan_is_skipped() {
     b.push(
         s,
         MetricKind::Gauge,
-        vec![Sample::new(-5, 1.0), Sample::new(-5, 2.0), Sample::new(7, f64::NAN)],
+        vec![
+            Sample::new(-5, 1.0),
+            Sample::new(-5, 2.0),
+            Sample::new(7, f64::NAN),
+        ],
     );
     let e = encode(&b, &[]);
     assert_eq!(
@@ -109,16 +117,34 @@ fn config_reads_toml_and_refuses_inline_tokens_and_unknown_fields() {
     let ack = c.ack.clone().expect("ack set");
     assert_eq!(
         (ack.timeout, ack.poll_interval, ack.channel.as_str()),
-        (Duration::from_secs(120), DEFAULT_ACK_POLL_INTERVAL, "metricspool")
+        (
+            Duration::from_secs(120),
+            DEFAULT_ACK_POLL_INTERVAL,
+            "metricspool"
+        )
     );
     assert!(Splunk::new(c).is_ok());
     assert!(toml::from_str::<SplunkConfig>("url = \"http://x\"\ntoken = \"inline\"").is_err());
-    assert!(toml::from_str::<SplunkConfig>("url = \"http://x\"\ntoken = { env = \"PATH\" }\nindx = \"a\"").is_err());
+    assert!(
+        toml::from_str::<SplunkConfig>(
+            "url = \"http://x\"\ntoken = { env = \"PATH\" }\nindx = \"a\""
+        )
+        .is_err()
+    );
     let mut c = SplunkConfig::new("http://x", token());
     c.index = Some("m_{host}".into());
-    assert!(matches!(Splunk::new(c), Err(ConfigError::Field { field: "index", .. })));
-    let c = SplunkConfig::new("http://x", Secret::Env("METRICSPOOL_TEST_UNSET_TOKEN".into()));
-    assert!(matches!(Splunk::new(c), Err(ConfigError::Field { field: "token", .. })));
+    assert!(matches!(
+        Splunk::new(c),
+        Err(ConfigError::Field { field: "index", .. })
+    ));
+    let c = SplunkConfig::new(
+        "http://x",
+        Secret::Env("METRICSPOOL_TEST_UNSET_TOKEN".into()),
+    );
+    assert!(matches!(
+        Splunk::new(c),
+        Err(ConfigError::Field { field: "token", .. })
+    ));
 }
 
 #[tokio::test]
@@ -133,12 +159,25 @@ async fn a_request_has_the_path_token_and_concatenated_events() {
     let t = tenant("t1");
     let b = batch();
     let out = s.send(request(&t, &b)).await;
-    assert!(matches!(out, Outcome::Delivered { skipped: 0, .. }), "{out:?}");
+    assert!(
+        matches!(out, Outcome::Delivered { skipped: 0, .. }),
+        "{out:?}"
+    );
     let r = server.request().await;
-    assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/services/collector/event"));
-    assert_eq!(r.header("authorization"), Some(format!("Splunk {}", token_value()).as_str()));
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str()),
+        ("POST", "/services/collector/event")
+    );
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Splunk {}", token_value()).as_str())
+    );
     assert_eq!(r.header("content-encoding"), Some("gzip"));
-    assert_eq!(r.header("x-splunk-request-channel"), None, "no channel without ack");
+    assert_eq!(
+        r.header("x-splunk-request-channel"),
+        None,
+        "no channel without ack"
+    );
     let mut text = String::new();
     flate2::read::GzDecoder::new(&r.body[..])
         .read_to_string(&mut text)
@@ -155,13 +194,29 @@ async fn hec_answers_map_to_permanent_retry_and_too_large() {
     let t = tenant("t1");
     let b = batch();
     let cases: &[(u16, &str, &str)] = &[
-        (400, "{\"text\":\"Invalid data format\",\"code\":6,\"invalid-event-number\":0}", "permanent"),
-        (400, "{\"text\":\"Incorrect index\",\"code\":7}", "permanent"),
-        (401, "{\"text\":\"Token is required\",\"code\":2}", "permanent"),
+        (
+            400,
+            "{\"text\":\"Invalid data format\",\"code\":6,\"invalid-event-number\":0}",
+            "permanent",
+        ),
+        (
+            400,
+            "{\"text\":\"Incorrect index\",\"code\":7}",
+            "permanent",
+        ),
+        (
+            401,
+            "{\"text\":\"Token is required\",\"code\":2}",
+            "permanent",
+        ),
         (403, "{\"text\":\"Invalid token\",\"code\":4}", "permanent"),
         (413, "", "too large"),
         (429, "", "retry"),
-        (500, "{\"text\":\"Internal server error\",\"code\":8}", "retry"),
+        (
+            500,
+            "{\"text\":\"Internal server error\",\"code\":8}",
+            "retry",
+        ),
         (503, "{\"text\":\"Server is busy\",\"code\":9}", "retry"),
     ];
     for &(status, body, want) in cases {
@@ -172,8 +227,15 @@ async fn hec_answers_map_to_permanent_retry_and_too_large() {
                 assert_eq!(*retry_after, Some(Duration::from_secs(2)));
                 "retry"
             }
-            Outcome::Rejected { kind: RejectKind::TooLarge, .. } => "too large",
-            Outcome::Rejected { kind: RejectKind::Permanent, reason, .. } => {
+            Outcome::Rejected {
+                kind: RejectKind::TooLarge,
+                ..
+            } => "too large",
+            Outcome::Rejected {
+                kind: RejectKind::Permanent,
+                reason,
+                ..
+            } => {
                 assert!(reason.contains(body), "{reason}");
                 "permanent"
             }
@@ -200,12 +262,21 @@ async fn with_ack_the_send_is_delivered_only_once_the_ack_is_true() {
     assert_eq!(reqs.len(), 3);
     let channel = channel_id("test", &t);
     assert_eq!(reqs[0].path(), "/services/collector");
-    assert_eq!(reqs[0].header("x-splunk-request-channel"), Some(channel.as_str()));
+    assert_eq!(
+        reqs[0].header("x-splunk-request-channel"),
+        Some(channel.as_str())
+    );
     for poll in &reqs[1..] {
         assert_eq!(poll.path(), "/services/collector/ack");
         assert_eq!(poll.query(), vec![("channel".to_owned(), channel.clone())]);
-        assert_eq!(poll.header("x-splunk-request-channel"), Some(channel.as_str()));
-        assert!(poll.header("authorization").is_some_and(|a| a.starts_with("Splunk ")));
+        assert_eq!(
+            poll.header("x-splunk-request-channel"),
+            Some(channel.as_str())
+        );
+        assert!(
+            poll.header("authorization")
+                .is_some_and(|a| a.starts_with("Splunk "))
+        );
         assert_eq!(poll.body, b"{\"acks\":[7]}");
     }
 }
@@ -227,7 +298,10 @@ async fn an_ack_that_never_comes_gives_a_timeout_retry() {
         matches!(out, Outcome::Retry { reason: RetryReason::Timeout, ref detail, .. } if detail.contains("ackId 3")),
         "{out:?}"
     );
-    assert!(server.requests().len() >= 4, "it kept polling through errors");
+    assert!(
+        server.requests().len() >= 4,
+        "it kept polling through errors"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +315,10 @@ async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
     f.append_and_settle(&batch()).await;
     let dl = f.dead_letters();
     assert_eq!(dl.len(), 1);
-    assert_eq!((dl[0].kind, dl[0].status, dl[0].samples), (RejectKind::Permanent, Some(400), 5));
+    assert_eq!(
+        (dl[0].kind, dl[0].status, dl[0].samples),
+        (RejectKind::Permanent, Some(400), 5)
+    );
     assert!(dl[0].reason.contains("Invalid data format"));
 }
 
