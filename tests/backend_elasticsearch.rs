@@ -13,10 +13,11 @@ use common::json::Json;
 use common::proxy::{Fault, FaultProxy};
 use common::servers::Server;
 use common::{DataSet, blocking};
+use metricspool::backends::RejectKind;
 use metricspool::backends::elasticsearch::{Elasticsearch, ElasticsearchConfig};
 use metricspool::backends::{Backend, Outcome, SendRequest};
 use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
-use metricspool::{StartAt, Tenant, TenantId};
+use metricspool::{Batch, MetricKind, Sample, Series, StartAt, Tenant, TenantId};
 
 fn es(url: &str) -> Arc<dyn Backend> {
     let mut c = ElasticsearchConfig::new(url);
@@ -219,6 +220,14 @@ async fn an_outage_while_appending_loses_and_duplicates_nothing() {
     let total = (before.len() + during.len()) as u64;
     assert_eq!(count(server.port, "metrics-t3-*").await, total);
     assert!(proxy.count_of(Fault::Reset) > 0 && proxy.count_of(Fault::Unavailable) > 0);
+    // The 429's Retry-After was obeyed before the next request.
+    let seen = proxy.seen();
+    let throttled = seen
+        .iter()
+        .position(|s| matches!(s.fault, Fault::TooManyRequests { .. }))
+        .expect("the 429 was answered");
+    let next = seen.get(throttled + 1).expect("a request after the 429");
+    assert!(next.at - seen[throttled].at >= Duration::from_millis(950));
     assert!(
         t.dead_letters("es")
             .expect("dlq")
@@ -226,5 +235,60 @@ async fn an_outage_while_appending_loses_and_duplicates_nothing() {
             .expect("list")
             .is_empty()
     );
+    f.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_mapping_refuses_is_a_partial_dead_letter_and_redriving_it_stores_nothing_twice()
+ {
+    let server = start_server().await;
+    // An index whose mapping wants an integer `labels.code`.
+    let (port, index) = (server.port, "metrics-t4-2026.12.04");
+    let mapping =
+        br#"{"mappings":{"properties":{"labels":{"properties":{"code":{"type":"integer"}}}}}}"#;
+    let r = blocking(move || {
+        common::http::json("PUT", port, &format!("/{index}"), mapping)
+            .expect("create index answers")
+    })
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let spool = common::open_spool(dir.path());
+    let t = spool
+        .tenant(&TenantId::new("t4").expect("valid"))
+        .expect("the tenant opens");
+    let f = Forwarder::spawn(Arc::clone(&t), es(&server.url()), fwd_config("es"))
+        .expect("the forwarder starts");
+    // 2026-12-04T10:00:00Z: one sample the mapping takes, one it refuses.
+    let t0 = 1_796_378_400_000;
+    let mut b = Batch::new();
+    for (code, ts) in [("12", t0), ("abc", t0 + 1000)] {
+        let s = Series::new("http_requests", [("code", code)]).expect("valid");
+        b.push_one(s, MetricKind::Counter, Sample::new(ts, 1.0));
+    }
+    t.append(&b).await.expect("the append is acknowledged");
+    wait_caught_up(&f, &t).await;
+    assert_eq!(count(server.port, index).await, 1);
+    let dlq = t.dead_letters("es").expect("dlq").list().expect("list");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!((dlq[0].kind, dlq[0].samples), (RejectKind::Partial, 2));
+    assert!(
+        dlq[0].reason.contains("1 of 2 documents refused"),
+        "{}",
+        dlq[0].reason
+    );
+    assert!(
+        dlq[0].reason.contains("mapper_parsing_exception"),
+        "{}",
+        dlq[0].reason
+    );
+
+    // Re-driving sends the whole batch again: the stored document answers 409, the refused
+    // one is refused again (a new dead letter); nothing is stored twice.
+    assert!(f.redrive(dlq[0].id).await.expect("redrive runs"));
+    assert_eq!(count(server.port, index).await, 1);
+    let dlq = t.dead_letters("es").expect("dlq").list().expect("list");
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq[0].redriven);
     f.shutdown(Duration::from_secs(5)).await;
 }

@@ -21,12 +21,43 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Reply> {
+    request_typed(
+        method,
+        port,
+        path,
+        body,
+        "application/x-www-form-urlencoded",
+        timeout,
+    )
+}
+
+/// [`request`] with a JSON body (`Content-Type: application/json`), 60 s timeout.
+pub fn json(method: &str, port: u16, path: &str, body: &[u8]) -> std::io::Result<Reply> {
+    request_typed(
+        method,
+        port,
+        path,
+        body,
+        "application/json",
+        Duration::from_secs(60),
+    )
+}
+
+/// [`request`] with the given `Content-Type`.
+pub fn request_typed(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+    timeout: Duration,
+) -> std::io::Result<Reply> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: {content_type}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
