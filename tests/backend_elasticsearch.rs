@@ -194,8 +194,11 @@ async fn an_outage_while_appending_loses_and_duplicates_nothing() {
     let t = spool
         .tenant(&TenantId::new("t3").expect("valid"))
         .expect("the tenant opens");
-    let f = Forwarder::spawn(Arc::clone(&t), es(&proxy.url()), fwd_config("es"))
-        .expect("the forwarder starts");
+    // One batch at a time, so the request after the 429 is that batch's retry.
+    let mut config = fwd_config("es");
+    config.max_in_flight = 1;
+    let f =
+        Forwarder::spawn(Arc::clone(&t), es(&proxy.url()), config).expect("the forwarder starts");
     let before = DataSet::new("es_outage", "t3", 10, 50);
     append(&t, &before).await;
     wait_caught_up(&f, &t).await;
