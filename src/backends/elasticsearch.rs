@@ -269,6 +269,12 @@ impl Elasticsearch {
             &["tenant", "date"]
         };
         let unknown = http::unknown_placeholders(&config.index, allowed);
+        if config.data_stream && unknown.iter().any(|p| p == "{date}") {
+            return Err(field_error(
+                "index",
+                "a data stream rolls over by itself, so {date} has no place in its name (e.g. \"metrics-metricspool-{tenant}\")",
+            ));
+        }
         if !unknown.is_empty() {
             return Err(field_error(
                 "index",
