@@ -80,8 +80,10 @@ pub enum HttpFormat {
 pub enum HttpMethod {
     /// `POST`. The default.
     #[default]
+    #[serde(alias = "post")]
     Post,
     /// `PUT`.
+    #[serde(alias = "put")]
     Put,
 }
 

@@ -451,3 +451,31 @@ async fn a_forwarder_waits_for_retry_after_then_delivers() {
     assert!(times[1] - times[0] >= Duration::from_millis(950));
     assert!(f.dead_letters().is_empty());
 }
+
+proptest::proptest! {
+    /// The bulk response decoder takes untrusted bytes: it returns an error, never panics.
+    #[test]
+    fn any_bytes_as_a_bulk_response_never_panic(
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        sent in 0usize..8,
+    ) {
+        let _ = parse_response(&body, sent);
+    }
+
+    /// Bulk-shaped JSON with arbitrary statuses and keys decodes or errs, never panics.
+    #[test]
+    fn bulk_shaped_responses_never_panic(
+        statuses in proptest::collection::vec(0u32..70_000, 0..6),
+        errors in proptest::prelude::any::<bool>(),
+        sent in 0usize..8,
+    ) {
+        let items: Vec<String> = statuses
+            .iter()
+            .map(|s| format!("{{\"index\":{{\"status\":{s},\"error\":{{\"type\":\"x\"}}}}}}"))
+            .collect();
+        let body = format!("{{\"errors\":{errors},\"items\":[{}]}}", items.join(","));
+        if let Ok(results) = parse_response(body.as_bytes(), sent) {
+            proptest::prop_assert_eq!(results.len(), sent);
+        }
+    }
+}
