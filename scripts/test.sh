@@ -17,6 +17,10 @@ if ((${#debian_packages[@]} > 0)); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${debian_packages[@]}"
 fi
+# tests/backend_elasticsearch.rs starts osmem-server, an OpenSearch-compatible server from PyPI
+# (Debian has no Elasticsearch or OpenSearch server); installed only when the module is missing.
+python3 -c 'import osmem_server' 2>/dev/null ||
+  python3 -m pip install --break-system-packages osmem-server
 # --------------------------------------------------------------------------------------------
 
 cargo test --all-targets

@@ -185,6 +185,80 @@ pub fn classify(a: &Answer, body_bytes: u64) -> Outcome {
     }
 }
 
+/// Reads at most `cap` bytes of a response body, chunk by chunk, so a huge or endless
+/// answer never becomes a huge allocation. Returns the bytes and whether more were left
+/// unread.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), Outcome> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// The status and parsed `Retry-After` of a response.
+pub(crate) fn status_and_retry_after(resp: &reqwest::Response) -> (u16, Option<Duration>) {
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    (resp.status().as_u16(), retry_after)
+}
+
+/// An [`Answer`] from a status, `Retry-After` and (the start of) a body.
+pub(crate) fn answer(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Answer {
+    Answer {
+        status,
+        retry_after,
+        body: truncate(&String::from_utf8_lossy(body)),
+    }
+}
+
+/// Gzip of `data`, deterministic (no file name, mtime 0), level 1 (see `influx.rs` for why).
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data).expect("writing to a Vec cannot fail");
+    enc.finish().expect("writing to a Vec cannot fail")
+}
+
+/// Replaces `{tenant}` in a template. Tenant ids are `[A-Za-z0-9_.-]`, safe in URL paths,
+/// queries and header values as they are.
+pub(crate) fn render_tenant(template: &str, tenant: &str) -> String {
+    template.replace("{tenant}", tenant)
+}
+
+/// The placeholders (`{name}`) of a template that are not in `allowed`.
+pub(crate) fn unknown_placeholders(template: &str, allowed: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find('}') else {
+            out.push(format!("{{{rest}"));
+            break;
+        };
+        let name = &rest[..close];
+        if !allowed.contains(&name) {
+            out.push(format!("{{{name}}}"));
+        }
+        rest = &rest[close + 1..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

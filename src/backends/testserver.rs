@@ -136,3 +136,172 @@ async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
         "request larger than the test server reads"
     );
 }
+
+/// A canned answer of [`serve_seq`].
+#[derive(Debug, Clone)]
+pub(crate) struct Canned {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Canned {
+    /// `status` with `body` and no extra headers.
+    pub fn new(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut response = format!(
+            "HTTP/1.1 {} Canned\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.status,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&self.body);
+        response.into_bytes()
+    }
+}
+
+/// A server answering a script of requests, one connection each, in order; once the script
+/// is used up it repeats its last answer. It runs until dropped.
+pub(crate) struct SeqServer {
+    /// `http://127.0.0.1:<port>`, no trailing slash.
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, Recorded)>>>,
+    handle: JoinHandle<()>,
+}
+
+impl SeqServer {
+    /// Every request answered so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        let seen = self.seen.lock().expect("the lock is not poisoned");
+        seen.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// When each request had been read, in order.
+    pub fn times(&self) -> Vec<std::time::Instant> {
+        let seen = self.seen.lock().expect("the lock is not poisoned");
+        seen.iter().map(|(t, _)| *t).collect()
+    }
+}
+
+impl Drop for SeqServer {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Starts a [`SeqServer`] on 127.0.0.1 with the script `answers` (at least one).
+pub(crate) async fn serve_seq(answers: Vec<Canned>) -> SeqServer {
+    assert!(!answers.is_empty(), "a script needs at least one answer");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    let handle = tokio::spawn(async move {
+        for i in 0.. {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let recorded = read_request(&mut stream).await;
+            log.lock()
+                .expect("the lock is not poisoned")
+                .push((std::time::Instant::now(), recorded));
+            let answer = &answers[i.min(answers.len() - 1)];
+            let _ = stream.write_all(&answer.bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    SeqServer { url, seen, handle }
+}
+
+/// A spool in a temp dir with one tenant `t1` and a forwarder (from the start of the log,
+/// 20 ms linger, 20–200 ms backoff) to `backend`, for tests of how the forwarder treats a
+/// backend's outcomes.
+pub(crate) struct Forwarding {
+    /// The tenant.
+    pub tenant: std::sync::Arc<crate::Tenant>,
+    /// The forwarder, named `fwd`.
+    pub forwarder: crate::forward::Forwarder,
+    _spool: crate::Spool,
+    _dir: tempfile::TempDir,
+}
+
+impl Forwarding {
+    /// Starts the forwarder.
+    pub fn start(backend: std::sync::Arc<dyn super::Backend>) -> Self {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut c = crate::SpoolConfig::new(dir.path(), crate::MasterKey::from_bytes([7; 32]));
+        c.log.durability = crate::Durability::None;
+        let spool = crate::Spool::open(c).expect("the spool opens");
+        let tenant = spool
+            .tenant(&crate::TenantId::new("t1").expect("valid"))
+            .expect("the tenant opens");
+        let mut fc = crate::forward::ForwarderConfig::new("fwd");
+        fc.start = crate::StartAt::Earliest;
+        fc.mode = crate::forward::BatchMode::Batch {
+            linger: Duration::from_millis(20),
+        };
+        fc.backoff = crate::forward::BackoffConfig {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            max_retry_after: Duration::from_secs(30),
+        };
+        let forwarder =
+            crate::forward::Forwarder::spawn(std::sync::Arc::clone(&tenant), backend, fc)
+                .expect("the forwarder starts");
+        Self {
+            tenant,
+            forwarder,
+            _spool: spool,
+            _dir: dir,
+        }
+    }
+
+    /// Appends `batch` and waits (at most 30 s) until the forwarder committed it.
+    pub async fn append_and_settle(&self, batch: &crate::Batch) {
+        let offsets = self
+            .tenant
+            .append(batch)
+            .await
+            .expect("the append is acknowledged");
+        let t0 = std::time::Instant::now();
+        while self.forwarder.stats().committed < offsets.end {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "the forwarder did not settle the batch: {:?}",
+                self.forwarder.stats()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The dead letters of the forwarder.
+    pub fn dead_letters(&self) -> Vec<crate::forward::dlq::DeadLetter> {
+        self.tenant
+            .dead_letters("fwd")
+            .expect("the dead-letter log opens")
+            .list()
+            .expect("the dead letters list")
+    }
+}

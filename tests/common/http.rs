@@ -36,7 +36,39 @@ pub fn request(
     request_with(method, port, path, &[], body, timeout)
 }
 
-/// [`request`] with extra headers.
+/// [`request`] with a JSON body (`Content-Type: application/json`), 60 s timeout.
+pub fn json(method: &str, port: u16, path: &str, body: &[u8]) -> std::io::Result<Reply> {
+    request_typed(
+        method,
+        port,
+        path,
+        body,
+        "application/json",
+        Duration::from_secs(60),
+    )
+}
+
+/// [`request`] with the given `Content-Type`.
+pub fn request_typed(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+    timeout: Duration,
+) -> std::io::Result<Reply> {
+    request_with(
+        method,
+        port,
+        path,
+        &[("Content-Type", content_type)],
+        body,
+        timeout,
+    )
+}
+
+/// [`request`] with extra headers (a `Content-Type` among them replaces the default form
+/// type).
 pub fn request_with(
     method: &str,
     port: u16,
@@ -53,8 +85,16 @@ pub fn request_with(
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    let content_type = if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        ""
+    } else {
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+    };
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n{extra}\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n{content_type}{extra}\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;

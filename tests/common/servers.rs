@@ -1,5 +1,5 @@
-//! Real backend servers from the Debian packages, each on 127.0.0.1 with a free port and a
-//! temp data dir. Dropping a [`Server`] kills the process and removes the dir. A server can
+//! Real backend servers from the Debian packages (and osmem-server, an OpenSearch-compatible
+//! server from PyPI), each on 127.0.0.1 with a free port and a temp data dir. Dropping a [`Server`] kills the process and removes the dir. A server can
 //! be stopped and started again on the same port over the same data (outage tests).
 
 use std::fs::File;
@@ -29,6 +29,9 @@ pub enum Kind {
     Prometheus,
     VictoriaMetrics,
     Influx,
+    /// osmem-server: in memory, so a restart loses everything (use the fault proxy for
+    /// outages).
+    OsMem,
 }
 
 /// A running (or stopped) backend server.
@@ -36,7 +39,7 @@ pub enum Kind {
 pub struct Server {
     pub kind: Kind,
     pub port: u16,
-    program: &'static str,
+    program: String,
     args: Vec<String>,
     ready_path: &'static str,
     child: Option<Child>,
@@ -45,11 +48,11 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(kind: Kind, program: &'static str, ready_path: &'static str) -> Self {
+    fn new(kind: Kind, program: impl Into<String>, ready_path: &'static str) -> Self {
         Self {
             kind,
             port: free_port(),
-            program,
+            program: program.into(),
             args: Vec::new(),
             ready_path,
             child: None,
@@ -122,6 +125,32 @@ impl Server {
         s
     }
 
+    /// osmem-server 0.1.6 (PyPI `osmem-server`, OpenSearch API), its binary found through
+    /// the Python package.
+    pub fn osmem() -> Self {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import osmem_server;print(osmem_server.resolve_binary())",
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "osmem-server is not installed (python3 -m pip install --break-system-packages osmem-server): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let program = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut s = Self::new(Kind::OsMem, program, "/");
+        s.args = vec![
+            "-addr".into(),
+            format!("127.0.0.1:{}", s.port),
+            "-no-stdin-watch".into(),
+            "-no-ja".into(),
+        ];
+        s
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -141,7 +170,7 @@ impl Server {
         assert!(self.child.is_none(), "{:?} is already running", self.kind);
         self.started += 1;
         let log = File::create(self.log_path()).expect("create the server log");
-        let child = Command::new(self.program)
+        let child = Command::new(&self.program)
             .args(&self.args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
