@@ -493,12 +493,15 @@ fn is_sum(kind: MetricKind) -> bool {
     kind == MetricKind::Counter
 }
 
+/// A series' points `(time_unix_nano, value)` and the index of its `Metric`.
+type Grouped<'a> = (usize, &'a Series, Vec<(u64, f64)>);
+
 /// One `Metric` per (name, gauge or sum), points grouped by series, and the samples left
 /// out for a negative timestamp.
 fn metrics(batch: &Batch) -> (Vec<Metric>, u64) {
     // Series in order of first appearance, each with its metric slot and points.
     let mut series_index: HashMap<&Series, usize> = HashMap::new();
-    let mut grouped: Vec<(usize, &Series, Vec<(u64, f64)>)> = Vec::new();
+    let mut grouped: Vec<Grouped<'_>> = Vec::new();
     let mut metric_index: HashMap<(&str, bool), usize> = HashMap::new();
     let mut out: Vec<Metric> = Vec::new();
     let mut skipped = 0u64;
@@ -661,12 +664,12 @@ fn partial_success(a: &RawAnswer) -> Option<(i64, String)> {
 /// Status and reason of an error answer: the `google.rpc.Status` message of a protobuf
 /// body, else the body as text.
 fn error_detail(a: &RawAnswer) -> String {
-    if !is_json(a) && !a.truncated {
-        if let Ok(s) = Status::decode(a.body.as_slice()) {
-            if !s.message.is_empty() {
-                return format!("HTTP {}: {} (code {})", a.status, s.message, s.code);
-            }
-        }
+    if !is_json(a)
+        && !a.truncated
+        && let Ok(s) = Status::decode(a.body.as_slice())
+        && !s.message.is_empty()
+    {
+        return format!("HTTP {}: {} (code {})", a.status, s.message, s.code);
     }
     format!("HTTP {}: {}", a.status, a.text())
 }

@@ -55,8 +55,11 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `(time_unix_nano, value bits, attributes)` of every point of a metric.
-fn points(m: &Metric) -> Vec<(u64, u64, Vec<(String, String)>)> {
+/// `(time_unix_nano, value bits, attributes)` of one point.
+type PointSummary = (u64, u64, Vec<(String, String)>);
+
+/// Every point of a metric.
+fn points(m: &Metric) -> Vec<PointSummary> {
     let dps = match &m.data {
         Some(metric::Data::Gauge(g)) => &g.data_points,
         Some(metric::Data::Sum(s)) => &s.data_points,
