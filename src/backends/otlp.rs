@@ -33,7 +33,9 @@
 //! dead-letter log as [`RejectKind::Partial`] with the server's message. The server does
 //! not say *which* points it refused, so the whole batch is dead-lettered; re-driving it
 //! resends the accepted points too. 429, 502, 503 and 504 are retried (`Retry-After`
-//! honoured); 413 is split by the forwarder; every other status is permanent (the spec:
+//! honoured); 413 is split by the forwarder; a 400 naming an out-of-order or duplicate
+//! sample (Prometheus, Mimir) is [`RejectKind::Duplicate`] (already stored, on a resend);
+//! every other status is permanent (the spec:
 //! "all other 4xx or 5xx … MUST NOT be retried"), with the `google.rpc.Status` message
 //! as the reason. A lost connection is retried. Response bodies are read up to 256 KiB;
 //! a 200 whose body cannot be read counts as delivered.
@@ -42,8 +44,8 @@
 //!
 //! At-least-once. OTLP has no idempotency key; the specification accepts duplicates after
 //! a retry ("a deliberate choice"). What a resend does depends on the receiver: Prometheus
-//! and Mimir treat an identical cumulative point as a duplicate of the same sample, the
-//! Collector forwards it again.
+//! and Mimir ignore an identical newest sample and refuse an older one as out of order
+//! (counted as already delivered on a resend); the Collector forwards it again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -611,6 +613,14 @@ fn classify(a: &RawAnswer, bytes: u64, skipped: u64) -> Outcome {
         413 => Outcome::Rejected {
             kind: RejectKind::TooLarge,
             status: Some(413),
+            reason: error_detail(a),
+        },
+        // Prometheus and Mimir refuse a sample older than the newest of its series (a
+        // resend after a crash) with 400 "out of order" / "duplicate sample": on a resend
+        // that means already stored, as for remote write.
+        400 if prometheus::names_stored_sample_conflict(&error_detail(a)) => Outcome::Rejected {
+            kind: RejectKind::Duplicate,
+            status: Some(400),
             reason: error_detail(a),
         },
         status => Outcome::Rejected {

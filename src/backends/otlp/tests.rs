@@ -510,6 +510,17 @@ fn only_429_502_503_504_are_retried() {
             ..
         }
     ));
+    assert!(matches!(
+        classify(
+            &raw(400, "text/plain", b"out of order sample".to_vec()),
+            1,
+            0
+        ),
+        Outcome::Rejected {
+            kind: RejectKind::Duplicate,
+            ..
+        }
+    ));
     for s in [400, 401, 403, 404, 408, 415, 500, 501, 505] {
         assert!(
             matches!(
