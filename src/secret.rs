@@ -110,7 +110,8 @@ mod tests {
         struct C {
             key: Secret,
         }
-        let c: C = toml::from_str(r#"key = { env = "METRICSPOOL_TEST_SECRET_X" }"#).unwrap();
+        let c: C = toml::from_str(r#"key = { env = "METRICSPOOL_TEST_SECRET_X" }"#)
+            .expect("a secret reference parses");
         assert_eq!(c.key, Secret::Env("METRICSPOOL_TEST_SECRET_X".into()));
         assert!(matches!(c.key.resolve(), Err(SecretError::MissingEnv(_))));
         let bad = toml::from_str::<C>(r#"key = "inline-secret""#);
@@ -119,16 +120,16 @@ mod tests {
 
     #[test]
     fn secret_from_file_is_trimmed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temp dir");
         let p = dir.path().join("k");
-        std::fs::write(&p, "  abc\n").unwrap();
-        assert_eq!(Secret::File(p).resolve().unwrap(), "abc");
+        std::fs::write(&p, "  abc\n").expect("write the secret");
+        assert_eq!(Secret::File(p).resolve().expect("readable"), "abc");
     }
 
     #[test]
     fn durations() {
         assert_eq!(
-            parse_duration("1500ms").unwrap(),
+            parse_duration("1500ms").expect("a duration"),
             Duration::from_millis(1500)
         );
         assert!(parse_duration("soon").is_err());

@@ -223,8 +223,77 @@ pub(crate) fn answer(status: u16, retry_after: Option<Duration>, body: &[u8]) ->
     }
 }
 
-/// Gzip of `data`, deterministic (no file name, mtime 0), level 1 (see `influx.rs` for why).
-pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+/// An answer with its headers and the start of its raw body, for backends that read more
+/// than the status: protobuf bodies (OTLP partial success) or extra headers (Datadog's
+/// `X-RateLimit-Reset`).
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// At most the `limit` given to [`execute_bounded`] bytes of the body.
+    pub body: Vec<u8>,
+    /// True when the body was longer than the limit; the rest was not read.
+    pub truncated: bool,
+}
+
+impl RawAnswer {
+    /// The parsed `Retry-After` header, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+    }
+
+    /// The body as text (invalid UTF-8 replaced), cut to the length kept for logs.
+    pub fn text(&self) -> String {
+        truncate(&String::from_utf8_lossy(&self.body))
+    }
+
+    /// The [`Answer`] the default classification reads.
+    pub fn answer(&self) -> Answer {
+        Answer {
+            status: self.status,
+            retry_after: self.retry_after(),
+            body: self.text(),
+        }
+    }
+}
+
+/// Sends a prepared request and reads the status, the headers and at most `limit` bytes of
+/// the body (a larger body is cut, never buffered whole); transport failures become `Retry`.
+pub async fn execute_bounded(
+    rb: reqwest::RequestBuilder,
+    limit: usize,
+) -> Result<RawAnswer, Outcome> {
+    let mut resp = rb.send().await.map_err(transport_error)?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(RawAnswer {
+        status,
+        headers,
+        body,
+        truncated,
+    })
+}
+
+/// Gzip of `data`, deterministic (no file name, mtime 0), at the fast level: the vendor
+/// limits are on the compressed size, but at level 6 compression cost several times the
+/// CPU for a body only slightly smaller.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4 + 64),

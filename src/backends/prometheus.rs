@@ -577,7 +577,7 @@ pub(crate) fn classify(a: &Answer, body_bytes: u64) -> Outcome {
 /// bounds"; Mimir uses ids such as `err-mimir-sample-out-of-order`,
 /// `err-mimir-sample-duplicate-timestamp`, `err-mimir-sample-timestamp-too-old`, hence the
 /// folding of `-` and `_` to spaces.
-fn names_stored_sample_conflict(body: &str) -> bool {
+pub(crate) fn names_stored_sample_conflict(body: &str) -> bool {
     const PHRASES: [&str; 5] = [
         "out of order",
         "duplicate sample",

@@ -1,10 +1,21 @@
-//! A one-request HTTP/1.1 server for backend unit tests: it records the request line,
-//! headers and body, and answers a canned status. Enough for reqwest with a
-//! `Content-Length` body; not a general server.
+//! Local HTTP/1.1 servers for backend protocol tests: they record the request line, headers
+//! and body, and answer canned statuses ([`serve_once`] for one request, [`serve_script`] for
+//! a sequence). Enough for reqwest with a `Content-Length` body; not a general server. Also
+//! a small harness to drive a real [`Forwarder`] over a spool in a temp dir.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+
+use crate::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
+use crate::{
+    Batch, Durability, MasterKey, MetricKind, Sample, Series, Spool, SpoolConfig, StartAt, Tenant,
+    TenantId,
+};
 
 /// Longest request the server reads (headers plus body).
 const MAX_REQUEST: usize = 16 << 20;
@@ -92,12 +103,19 @@ pub(crate) async fn serve_once(status: u16, headers: &[(&str, &str)], body: &str
 }
 
 async fn read_request(stream: &mut tokio::net::TcpStream) -> Recorded {
+    try_read_request(stream)
+        .await
+        .expect("the client closed the connection mid-request")
+}
+
+/// Reads one request; `None` when the client closes the connection before it is complete.
+async fn try_read_request(stream: &mut tokio::net::TcpStream) -> Option<Recorded> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
         }
-        read_more(stream, &mut buf).await;
+        read_more(stream, &mut buf).await?;
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).expect("an ASCII request head");
     let mut lines = head.split("\r\n");
@@ -116,25 +134,262 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Recorded {
         .map_or(0, |(_, v)| v.parse().expect("a numeric content-length"));
     let body_start = head_end + 4;
     while buf.len() < body_start + len {
-        read_more(stream, &mut buf).await;
+        read_more(stream, &mut buf).await?;
     }
-    Recorded {
+    Some(Recorded {
         method,
         target,
         headers,
         body: buf[body_start..body_start + len].to_vec(),
-    }
+    })
 }
 
-async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<()> {
     let mut chunk = [0u8; 8192];
-    let n = stream.read(&mut chunk).await.expect("read the request");
-    assert!(n > 0, "the client closed the connection mid-request");
+    let n = stream.read(&mut chunk).await.ok()?;
+    if n == 0 {
+        return None;
+    }
     buf.extend_from_slice(&chunk[..n]);
     assert!(
         buf.len() <= MAX_REQUEST,
         "request larger than the test server reads"
     );
+    Some(())
+}
+
+// ---------------------------------------------------------------------------------------
+// A scripted server: many requests, answered in turn
+// ---------------------------------------------------------------------------------------
+
+/// One answer of a [`ScriptServer`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Canned {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// When set, the answer is held until the semaphore has a permit (the request is recorded
+    /// as soon as it is read): a backend that hangs until the test lets it go.
+    pub gate: Option<Arc<Semaphore>>,
+}
+
+impl Canned {
+    /// An answer with `status`, no extra header and an empty body.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Holds the answer until `gate` has a permit.
+    pub fn gated(mut self, gate: Arc<Semaphore>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} Canned\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.status,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// A request as a [`ScriptServer`] saw it, with its arrival time.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrived {
+    /// When the whole request had been read.
+    pub at: Instant,
+    /// The request.
+    pub request: Recorded,
+}
+
+/// A server on 127.0.0.1 that answers the n-th request with the n-th answer of its script
+/// (the last one again for every later request), one connection at a time or many at once.
+pub(crate) struct ScriptServer {
+    /// `http://127.0.0.1:<port>`, no trailing slash.
+    pub url: String,
+    log: Arc<Mutex<Vec<Arrived>>>,
+    task: JoinHandle<()>,
+}
+
+impl ScriptServer {
+    /// Every request read so far, in arrival order.
+    pub fn requests(&self) -> Vec<Arrived> {
+        self.log.lock().expect("the log lock").clone()
+    }
+}
+
+impl Drop for ScriptServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a [`ScriptServer`]; `script` must not be empty.
+pub(crate) async fn serve_script(script: Vec<Canned>) -> ScriptServer {
+    assert!(!script.is_empty(), "a script needs at least one answer");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let log: Arc<Mutex<Vec<Arrived>>> = Arc::default();
+    let script = Arc::new(script);
+    let task = tokio::spawn({
+        let log = Arc::clone(&log);
+        async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(answer_one(stream, Arc::clone(&script), Arc::clone(&log)));
+            }
+        }
+    });
+    ScriptServer { url, log, task }
+}
+
+async fn answer_one(
+    mut stream: tokio::net::TcpStream,
+    script: Arc<Vec<Canned>>,
+    log: Arc<Mutex<Vec<Arrived>>>,
+) {
+    let Some(request) = try_read_request(&mut stream).await else {
+        return;
+    };
+    let n = {
+        let mut log = log.lock().expect("the log lock");
+        log.push(Arrived {
+            at: Instant::now(),
+            request,
+        });
+        log.len() - 1
+    };
+    let canned = &script[n.min(script.len() - 1)];
+    if let Some(gate) = &canned.gate {
+        let _permit = gate.acquire().await;
+    }
+    let _ = stream.write_all(&canned.bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Driving a real forwarder over a spool in a temp dir
+// ---------------------------------------------------------------------------------------
+
+/// A spool in a temp dir with one tenant; dropped with the test.
+pub(crate) struct Harness {
+    /// The tenant (`t` unless named otherwise).
+    pub tenant: Arc<Tenant>,
+    /// The spool, for more tenants.
+    pub spool: Spool,
+    _dir: tempfile::TempDir,
+}
+
+/// A spool in a fresh temp dir, durability `none` (fast; nothing here crashes), and tenant
+/// `tenant`.
+pub(crate) fn harness(tenant: &str) -> Harness {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut config = SpoolConfig::new(dir.path(), MasterKey::from_bytes([9; 32]));
+    config.log.durability = Durability::None;
+    let spool = Spool::open(config).expect("the spool opens");
+    let tenant = spool
+        .tenant(&TenantId::new(tenant).expect("a valid tenant id"))
+        .expect("the tenant opens");
+    Harness {
+        tenant,
+        spool,
+        _dir: dir,
+    }
+}
+
+/// A forwarder config for tests: streaming from the earliest offset, quick retries (5 to
+/// 50 ms), `Retry-After` obeyed up to 10 s.
+pub(crate) fn forwarder_config(name: &str) -> ForwarderConfig {
+    let mut c = ForwarderConfig::new(name);
+    c.mode = BatchMode::Streaming;
+    c.start = StartAt::Earliest;
+    c.backoff = BackoffConfig {
+        min: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(10),
+    };
+    c
+}
+
+/// Waits (up to 30 s) until the forwarder committed `end`.
+pub(crate) async fn wait_committed(f: &Forwarder, end: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.stats().committed < end {
+        assert!(Instant::now() < deadline, "stuck: {:?}", f.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Retries the forwarder counted for `reason`.
+pub(crate) fn retries(f: &Forwarder, reason: crate::backends::RetryReason) -> u64 {
+    f.stats()
+        .retries
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// `series` gauges `big{s="<i>", noise="<noise_len random alphanumerics>"}`, one sample
+/// each at `ts_ms` with value `i`: a batch that compresses badly, for size-limit tests.
+pub(crate) fn incompressible_batch(series: usize, noise_len: usize, ts_ms: i64) -> Batch {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut batch = Batch::new();
+    for i in 0..series {
+        let noise: String = (0..noise_len)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                ALPHABET[(rng % ALPHABET.len() as u64) as usize] as char
+            })
+            .collect();
+        let s =
+            Series::new("big", [("s", i.to_string()), ("noise", noise)]).expect("a valid series");
+        batch.push_one(s, MetricKind::Gauge, Sample::new(ts_ms, i as f64));
+    }
+    batch
+}
+
+/// A [`Secret::File`](crate::secret::Secret::File) holding `value`, in a temp dir that lives
+/// as long as the test process (secrets are read when a backend is built, maybe later than
+/// the config is made).
+pub(crate) fn secret_file(name: &str, value: &str) -> crate::secret::Secret {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temp dir"));
+    let path = dir.path().join(name);
+    std::fs::write(&path, value).expect("write the secret file");
+    crate::secret::Secret::File(path)
 }
 
 /// A canned answer of [`serve_seq`].
