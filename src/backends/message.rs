@@ -15,7 +15,7 @@
 //!   (a [`Series`](crate::sample::Series) keeps them sorted); no whitespace;
 //! - `kind` is `unknown`, `gauge`, `counter`, `histogram` or `summary`;
 //! - finite values are JSON numbers in the shortest form that reads back to the same `f64`
-//!   (`125.0`, `0.1`, `-0.0`, `1e300`); JSON has no NaN or infinity, so those are the strings
+//!   (`125.0`, `0.1`, `-0.0`, `1e+300`); JSON has no NaN or infinity, so those are the strings
 //!   `"NaN"`, `"+Inf"` and `"-Inf"` (a NaN's payload bits, e.g. Prometheus' staleness marker,
 //!   are not kept);
 //! - `batch_id` is [`SendRequest::batch_id`](super::SendRequest::batch_id): consumers dedupe by it.
@@ -195,7 +195,7 @@ mod tests {
             s(4, r#""-Inf""#),
             s(5, "-0.0"),
             s(6, "0.1"),
-            r#"{"name":"c","labels":{},"kind":"counter","timestamp_ms":-7,"value":1e300}"#
+            r#"{"name":"c","labels":{},"kind":"counter","timestamp_ms":-7,"value":1e+300}"#
         );
         assert_eq!(got, expected);
         let v: serde_json::Value = serde_json::from_str(&got).expect("valid JSON");
