@@ -423,6 +423,12 @@ async fn denied_and_oversized_batches_are_dead_lettered_while_allowed_ones_arriv
         .expect("lists");
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].kind, RejectKind::TooLarge);
+    assert_eq!(
+        dl[0].status,
+        Some(0x95),
+        "mosquitto's PUBACK: {}",
+        dl[0].reason
+    );
 
     let s = f_denied.stats();
     assert_eq!(s.dead_letter_samples, other.len() as u64, "{s:?}");
