@@ -572,7 +572,10 @@ impl Conn {
                 .map_err(|e| net(format!("cannot send CONNECT: {e}")))?;
             let mut rbuf = BytesMut::with_capacity(1024);
             match read_frame(&mut rd, &mut rbuf).await.map_err(net)? {
-                Frame::Packet(Packet::ConnAck(ack)) => Ok((rd, wr, rbuf, ack)),
+                Frame::Packet(p) => match *p {
+                    Packet::ConnAck(ack) => Ok((rd, wr, rbuf, ack)),
+                    other => Err(net(format!("expected CONNACK, got {other:?}"))),
+                },
                 other => Err(net(format!("expected CONNACK, got {other:?}"))),
             }
         };
@@ -690,11 +693,12 @@ async fn read_loop(mut rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>
     let why = loop {
         match read_frame(&mut rd, &mut buf).await {
             Ok(Frame::PubAck { pkid, reason }) => shared.acked(pkid, reason),
-            Ok(Frame::Packet(Packet::Disconnect(d))) => {
-                break format!("the broker disconnected: {:?}", d.reason_code);
+            Ok(Frame::Packet(p)) => {
+                if let Packet::Disconnect(d) = *p {
+                    break format!("the broker disconnected: {:?}", d.reason_code);
+                }
+                // PINGRESP, and packets a publish-only client does not expect: ignored.
             }
-            // PINGRESP, and packets a publish-only client does not expect: ignored.
-            Ok(Frame::Packet(_)) => {}
             Err(e) => break e,
         }
     };
@@ -722,7 +726,7 @@ enum Frame {
     /// (mosquitto answers 0x95 "packet too large").
     PubAck { pkid: u16, reason: u8 },
     /// Anything else, decoded by rumqttc's codec.
-    Packet(Packet),
+    Packet(Box<Packet>),
 }
 
 /// Reads one whole frame, at most [`MAX_INCOMING`] bytes.
@@ -768,7 +772,7 @@ fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
         };
     }
     Packet::read(&mut frame, Some(MAX_INCOMING))
-        .map(|p| Some(Frame::Packet(p)))
+        .map(|p| Some(Frame::Packet(Box::new(p))))
         .map_err(|e| format!("malformed packet from the broker: {e}"))
 }
 
@@ -880,7 +884,7 @@ mod tests {
         b.extend_from_slice(&[0x00]);
         assert!(matches!(
             decode_frame(&mut b),
-            Ok(Some(Frame::Packet(Packet::PingResp(_))))
+            Ok(Some(Frame::Packet(p))) if matches!(*p, Packet::PingResp(_))
         ));
         // A short PUBACK (pkid only) means success.
         let mut b = BytesMut::from(&[0x40, 0x02, 0x00, 0x07][..]);
