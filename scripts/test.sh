@@ -8,11 +8,14 @@ cd "$(dirname "$0")/.."
 # Add packages here (e.g. real backend servers that forwarder tests start on 127.0.0.1).
 # tests/forward_e2e.rs and tests/forward_crash.rs start Prometheus, VictoriaMetrics and
 # InfluxDB (apt-get install -y --no-install-recommends victoria-metrics prometheus influxdb);
+# tests/backend_nats.rs and tests/backend_mqtt.rs start nats-server and mosquitto;
 # only the missing ones are installed.
 debian_packages=()
 command -v victoria-metrics >/dev/null || debian_packages+=(victoria-metrics)
 command -v prometheus >/dev/null || debian_packages+=(prometheus)
 command -v influxd >/dev/null || debian_packages+=(influxdb)
+command -v nats-server >/dev/null || debian_packages+=(nats-server)
+command -v mosquitto >/dev/null || debian_packages+=(mosquitto)
 if ((${#debian_packages[@]} > 0)); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${debian_packages[@]}"

@@ -17,9 +17,13 @@ pub mod http;
 pub mod http_generic;
 #[cfg(feature = "http")]
 pub mod influx;
+#[cfg(any(feature = "nats", feature = "mqtt"))]
+pub mod message;
 #[cfg(feature = "http")]
 pub mod mimir;
+#[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "http")]
 pub mod newrelic;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod brokers;
 pub mod daemon;
 pub mod http;
 pub mod json;

@@ -1,0 +1,198 @@
+//! Real message brokers from the Debian packages (`nats-server` with JetStream, `mosquitto`),
+//! each on 127.0.0.1 with a free port and a temp dir. Dropping a [`Broker`] kills the
+//! process and removes the dir. A broker can be stopped (SIGTERM) and started again on the
+//! same port over the same store (outage tests).
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::http;
+use super::servers::free_port;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Nats,
+    Mosquitto,
+}
+
+/// A running (or stopped) broker.
+#[derive(Debug)]
+pub struct Broker {
+    pub kind: BrokerKind,
+    pub port: u16,
+    /// NATS monitoring port (its `/healthz` is the readiness check).
+    pub monitor_port: u16,
+    program: &'static str,
+    args: Vec<String>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    started: u32,
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("metricspool-broker-")
+        .tempdir()
+        .expect("a temp dir")
+}
+
+impl Broker {
+    /// nats-server with JetStream (file store in the temp dir). `extra` is appended to its
+    /// config file (e.g. `max_payload: 2048`).
+    pub fn nats(extra: &str) -> Self {
+        let (dir, port, monitor_port) = (temp_dir(), free_port(), free_port());
+        let cfg = dir.path().join("nats.conf");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{extra}\n",
+                dir.path().join("nats-js").display()
+            ),
+        )
+        .expect("write nats.conf");
+        Self {
+            kind: BrokerKind::Nats,
+            port,
+            monitor_port,
+            program: "nats-server",
+            args: vec!["-c".into(), cfg.display().to_string()],
+            child: None,
+            dir,
+            started: 0,
+        }
+    }
+
+    /// mosquitto with persistence in the temp dir. `extra` is appended to its config; `acl`,
+    /// if given, is written to an ACL file that the config names.
+    pub fn mosquitto(extra: &str, acl: Option<&str>) -> Self {
+        let (dir, port) = (temp_dir(), free_port());
+        let store = dir.path().join("mosq");
+        std::fs::create_dir_all(&store).expect("create the store dir");
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\nlog_dest stdout\n{extra}\n",
+            store.display()
+        );
+        if let Some(acl) = acl {
+            let path = dir.path().join("acl");
+            std::fs::write(&path, acl).expect("write the ACL file");
+            conf.push_str(&format!("acl_file {}\n", path.display()));
+        }
+        let cfg = dir.path().join("mosquitto.conf");
+        std::fs::write(&cfg, conf).expect("write mosquitto.conf");
+        Self {
+            kind: BrokerKind::Mosquitto,
+            port,
+            monitor_port: 0,
+            program: "mosquitto",
+            args: vec!["-c".into(), cfg.display().to_string()],
+            child: None,
+            dir,
+            started: 0,
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>` or `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        match self.kind {
+            BrokerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+            BrokerKind::Mosquitto => format!("mqtt://127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("broker-{}.log", self.started))
+    }
+
+    fn ready(&self) -> bool {
+        match self.kind {
+            BrokerKind::Nats => http::request(
+                "GET",
+                self.monitor_port,
+                "/healthz",
+                b"",
+                Duration::from_secs(2),
+            )
+            .is_ok_and(|r| r.status == 200),
+            BrokerKind::Mosquitto => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
+    }
+
+    /// Starts the process and waits until it is ready.
+    pub fn start(&mut self) -> &mut Self {
+        assert!(self.child.is_none(), "{:?} is already running", self.kind);
+        self.started += 1;
+        let log = File::create(self.log_path()).expect("create the broker log");
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} does not start (is it installed?): {e}", self.program));
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !self.ready() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "{:?} exited with {status} before it was ready:\n{}",
+                    self.kind,
+                    self.log_tail()
+                );
+            }
+            assert!(
+                t0.elapsed() < READY_TIMEOUT,
+                "{:?} not ready after {READY_TIMEOUT:?}:\n{}",
+                self.kind,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// Stops the process with SIGTERM (SIGKILL after 15 s); the store stays.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The end of the current log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let start = text.len().saturating_sub(3000);
+        text[text.floor_char_boundary(start)..].to_owned()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
