@@ -17,6 +17,12 @@ fn push_body(metric: &str, value: f64, ts: i64) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Headers, path, expected status, expected message.
+type AuthCase<'a> = (Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
+
+/// Path, headers, body, expected status, expected message.
+type BadCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+
 fn two_tenants(extra: &str) -> DaemonProc {
     let tenants = DaemonProc::tenant("a", TOKEN_A, "") + &DaemonProc::tenant("b", TOKEN_B, "");
     let mut d = DaemonProc::new(&format!("{tenants}\n{extra}"));
@@ -30,7 +36,7 @@ fn tokens_decide_the_tenant_and_refusals_store_nothing() {
     let body = push_body("tracks_generated", 125.0, common::now_ms());
     let basic_b = format!("Basic {}", base64_encode(format!("b:{TOKEN_A}").as_bytes()));
     let bearer_a = format!("Bearer {TOKEN_A}");
-    let cases: Vec<(Vec<(&str, &str)>, &str, u16, &str)> = vec![
+    let cases: Vec<AuthCase> = vec![
         (vec![], "/api/v1/push", 401, "missing token"),
         (
             vec![("Authorization", "Bearer nope")],
@@ -117,7 +123,7 @@ fn bad_input_is_refused_with_a_reason_and_stores_nothing() {
         .map(|i| format!("m{i} value=1 {now}000000\n"))
         .collect();
     let bomb = gzip(&vec![b'a'; 8 << 20]);
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "/api/v1/write",
             vec![],

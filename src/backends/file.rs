@@ -267,7 +267,7 @@ mod tests {
 
     fn batch(n: usize) -> Batch {
         let mut b = Batch::new();
-        let s = Series::new("cpu_seconds_total", [("host", "a\"b"), ("z", "1")]).unwrap();
+        let s = Series::new("cpu_seconds_total", [("host", "a\"b"), ("z", "1")]).expect("test setup");
         for i in 0..n {
             b.push_one(
                 s.clone(),
@@ -291,9 +291,9 @@ mod tests {
 
     #[tokio::test]
     async fn writes_lines_and_skips_a_resent_last_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = FileBackend::new(FileConfig::new(dir.path())).unwrap();
-        let t = TenantId::new("edge-1").unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
+        let be = FileBackend::new(FileConfig::new(dir.path())).expect("test setup");
+        let t = TenantId::new("edge-1").expect("test setup");
         let b = batch(3);
         assert!(matches!(
             be.send(req(&t, &b, 0, false)).await,
@@ -306,7 +306,7 @@ mod tests {
         ));
         // A resend of a batch that never arrived is written.
         be.send(req(&t, &b, 1, true)).await;
-        let lines = read_lines(&be.file_path(&t)).unwrap();
+        let lines = read_lines(&be.file_path(&t)).expect("test setup");
         assert_eq!(lines.len(), 8);
         assert_eq!(lines[0]["labels"]["host"], "a\"b");
         assert_eq!(lines[0]["kind"], "counter");
@@ -317,13 +317,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_last_line_is_cut_before_writing() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = TenantId::new("a").unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
+        let t = TenantId::new("a").expect("test setup");
         let path = dir.path().join("a.jsonl");
-        std::fs::write(&path, "{\"batch\":\"x\"}\n{\"batch\":\"y\",\"tru").unwrap();
-        let be = FileBackend::new(FileConfig::new(dir.path())).unwrap();
+        std::fs::write(&path, "{\"batch\":\"x\"}\n{\"batch\":\"y\",\"tru").expect("test setup");
+        let be = FileBackend::new(FileConfig::new(dir.path())).expect("test setup");
         be.send(req(&t, &batch(1), 5, false)).await;
-        let lines = read_lines(&path).unwrap();
+        let lines = read_lines(&path).expect("test setup");
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["batch"], "x");
         assert_eq!(lines[1]["batch"], "a-5-6-0of1");
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn floats_round_trip() {
         for v in [0.1, 1e300, -0.0, 125.0, f64::MIN_POSITIVE] {
-            let back: f64 = json_f64(v).parse().unwrap();
+            let back: f64 = json_f64(v).parse().expect("test setup");
             assert_eq!(back.to_bits(), v.to_bits());
         }
         assert_eq!(json_f64(f64::NEG_INFINITY), "\"-Inf\"");

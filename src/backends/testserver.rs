@@ -394,7 +394,7 @@ pub(crate) fn secret_file(name: &str, value: &str) -> crate::secret::Secret {
 
 /// A canned answer of [`serve_seq`].
 #[derive(Debug, Clone)]
-pub(crate) struct Canned {
+pub(crate) struct SeqAnswer {
     /// Status code.
     pub status: u16,
     /// Extra headers.
@@ -403,7 +403,7 @@ pub(crate) struct Canned {
     pub body: String,
 }
 
-impl Canned {
+impl SeqAnswer {
     /// `status` with `body` and no extra headers.
     pub fn new(status: u16, body: &str) -> Self {
         Self {
@@ -421,7 +421,7 @@ impl Canned {
 
     fn bytes(&self) -> Vec<u8> {
         let mut response = format!(
-            "HTTP/1.1 {} Canned\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} SeqAnswer\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.status,
             self.body.len()
         );
@@ -464,7 +464,7 @@ impl Drop for SeqServer {
 }
 
 /// Starts a [`SeqServer`] on 127.0.0.1 with the script `answers` (at least one).
-pub(crate) async fn serve_seq(answers: Vec<Canned>) -> SeqServer {
+pub(crate) async fn serve_seq(answers: Vec<SeqAnswer>) -> SeqServer {
     assert!(!answers.is_empty(), "a script needs at least one answer");
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

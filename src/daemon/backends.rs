@@ -384,6 +384,25 @@ fn backend(
         }
         #[cfg(feature = "http")]
         "prometheus" | "mimir" | "victoriametrics" | "influxdb" => http_backend(ctx, kind, rest)?,
+        #[cfg(feature = "http")]
+        "elasticsearch" => {
+            use crate::backends::elasticsearch::Elasticsearch;
+            typed(ctx, rest, Elasticsearch::new)?
+        }
+        #[cfg(feature = "http")]
+        "http" => typed(ctx, rest, crate::backends::http_generic::HttpGeneric::new)?,
+        #[cfg(feature = "http")]
+        "splunk" => typed(ctx, rest, crate::backends::splunk::Splunk::new)?,
+        #[cfg(feature = "http")]
+        "datadog" => typed(ctx, rest, crate::backends::datadog::Datadog::new)?,
+        #[cfg(feature = "http")]
+        "newrelic" => typed(ctx, rest, crate::backends::newrelic::NewRelic::new)?,
+        #[cfg(feature = "http")]
+        "otlp" => typed(ctx, rest, crate::backends::otlp::Otlp::new)?,
+        #[cfg(feature = "nats")]
+        "nats" => typed(ctx, rest, crate::backends::nats::Nats::new)?,
+        #[cfg(feature = "mqtt")]
+        "mqtt" => typed(ctx, rest, crate::backends::mqtt::Mqtt::new)?,
         other => {
             return Err(ctx.problem(
                 "type",
@@ -395,6 +414,24 @@ fn backend(
         }
     };
     Ok(built)
+}
+
+/// A backend whose config type deserializes straight from the table.
+#[allow(dead_code, reason = "unused when every network backend feature is off")]
+fn typed<C, B, E>(
+    ctx: &Ctx<'_>,
+    rest: toml::Table,
+    new: impl FnOnce(C) -> Result<B, E>,
+) -> Result<Arc<dyn Backend>, Problem>
+where
+    C: DeserializeOwned,
+    B: Backend,
+    E: std::fmt::Display,
+{
+    let config: C = ctx.parse("", toml::Value::Table(rest))?;
+    Ok(Arc::new(
+        new(config).map_err(|e| ctx.problem("", e.to_string()))?,
+    ))
 }
 
 #[cfg(feature = "http")]

@@ -513,6 +513,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     "ready\n".into_response()
 }
 
+#[allow(clippy::result_large_err, reason = "the error is the response itself")]
 fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(want) = &s.admin_token else {
         return Err((
@@ -529,6 +530,7 @@ fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+#[allow(clippy::result_large_err, reason = "the error is the response itself")]
 fn tenant_of(s: &AppState, tenant: &str) -> Result<Arc<Tenant>, Response> {
     let id = TenantId::new(tenant)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())?;

@@ -680,10 +680,10 @@ type = "file"
 path = "/tmp/x-export"
 "#
         );
-        let s = Settings::parse(&src).unwrap();
+        let s = Settings::parse(&src).expect("test setup");
         assert_eq!(s.check(&src), vec![]);
         let t = s.tenants["edge-1"].get_ref();
-        let c = s.log_config(Some(t)).unwrap();
+        let c = s.log_config(Some(t)).expect("test setup");
         assert_eq!(
             c.durability,
             Durability::Interval(Duration::from_millis(50))
@@ -768,14 +768,14 @@ path = "/tmp/x-export"
             "METRICSPOOL_DURABILITY" => Some("none".to_owned()),
             _ => None,
         };
-        s.apply_env(env).unwrap();
+        s.apply_env(env).expect("test setup");
         assert_eq!(s.server.listen.port(), 1234);
         assert_eq!(s.storage.data_dir, PathBuf::from("/var/lib/ms"));
         assert_eq!(
             s.default_key_file(),
             PathBuf::from("/var/lib/metricspool.key")
         );
-        assert_eq!(s.log_config(None).unwrap().durability, Durability::None);
+        assert_eq!(s.log_config(None).expect("test setup").durability, Durability::None);
         let bad = |k: &str| (k == "METRICSPOOL_LOG_FORMAT").then(|| "xml".to_owned());
         assert!(s.apply_env(bad).is_err());
     }

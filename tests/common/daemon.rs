@@ -161,8 +161,15 @@ token_sha256 = "{admin}"
 
     /// A request with headers.
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        http::request_with(method, self.port, path, headers, body, Duration::from_secs(60))
-            .expect("the daemon answers")
+        http::request_with(
+            method,
+            self.port,
+            path,
+            headers,
+            body,
+            Duration::from_secs(60),
+        )
+        .expect("the daemon answers")
     }
 
     /// POST with `Authorization: Bearer <token>`.

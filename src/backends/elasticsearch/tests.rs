@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, Forwarding};
+use crate::backends::testserver::{self, Forwarding, SeqAnswer};
 use crate::sample::{Batch, MetricKind, Sample};
 
 fn tenant(s: &str) -> TenantId {
@@ -279,8 +279,8 @@ async fn mixed_items_resend_only_the_throttled_one_and_dead_letter_the_refused_o
     // 201 stored, 409 already stored, 429 throttled, 400 refused; the resend of the
     // throttled document alone succeeds.
     let server = testserver::serve_seq(vec![
-        Canned::new(200, &items(&[201, 409, 429, 400])),
-        Canned::new(200, &items(&[201]).replace("true", "false")),
+        SeqAnswer::new(200, &items(&[201, 409, 429, 400])),
+        SeqAnswer::new(200, &items(&[201]).replace("true", "false")),
     ])
     .await;
     let es = backend(&server.url);
@@ -310,8 +310,8 @@ async fn mixed_items_resend_only_the_throttled_one_and_dead_letter_the_refused_o
 #[tokio::test]
 async fn items_still_throttled_after_the_inner_resends_give_retry() {
     let server = testserver::serve_seq(vec![
-        Canned::new(200, &items(&[201, 429])),
-        Canned::new(200, &items(&[429])),
+        SeqAnswer::new(200, &items(&[201, 429])),
+        SeqAnswer::new(200, &items(&[429])),
     ])
     .await;
     let es = backend(&server.url);
@@ -420,7 +420,7 @@ async fn a_malformed_or_mismatched_response_is_retried_not_trusted() {
 
 #[tokio::test]
 async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
-    let server = testserver::serve_seq(vec![Canned::new(
+    let server = testserver::serve_seq(vec![SeqAnswer::new(
         400,
         "{\"error\":{\"type\":\"parse_exception\"}}",
     )])
@@ -440,8 +440,8 @@ async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
 #[tokio::test]
 async fn a_forwarder_waits_for_retry_after_then_delivers() {
     let server = testserver::serve_seq(vec![
-        Canned::new(429, "busy").header("Retry-After", "1"),
-        Canned::new(200, ALL_OK),
+        SeqAnswer::new(429, "busy").header("Retry-After", "1"),
+        SeqAnswer::new(200, ALL_OK),
     ])
     .await;
     let f = Forwarding::start(Arc::new(backend(&server.url)));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, Forwarding};
+use crate::backends::testserver::{self, Forwarding, SeqAnswer};
 use crate::sample::{MetricKind, Sample};
 use crate::tenant::TenantId;
 
@@ -234,7 +234,7 @@ async fn a_batch_of_only_nan_is_not_sent() {
 
 #[tokio::test]
 async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
-    let server = testserver::serve_seq(vec![Canned::new(400, "bad sample")]).await;
+    let server = testserver::serve_seq(vec![SeqAnswer::new(400, "bad sample")]).await;
     let f = Forwarding::start(Arc::new(backend(&server.url)));
     f.append_and_settle(&batch(&[(1, 1.0), (2, 2.0)])).await;
     let dl = f.dead_letters();
@@ -249,8 +249,8 @@ async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
 #[tokio::test]
 async fn a_forwarder_waits_for_retry_after_then_delivers_with_the_same_key() {
     let server = testserver::serve_seq(vec![
-        Canned::new(429, "slow down").header("Retry-After", "1"),
-        Canned::new(202, ""),
+        SeqAnswer::new(429, "slow down").header("Retry-After", "1"),
+        SeqAnswer::new(202, ""),
     ])
     .await;
     let f = Forwarding::start(Arc::new(backend(&server.url)));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::backends::RejectKind;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, Forwarding};
+use crate::backends::testserver::{self, Forwarding, SeqAnswer};
 use crate::sample::{MetricKind, Sample};
 
 fn tenant(s: &str) -> TenantId {
@@ -248,9 +248,9 @@ async fn hec_answers_map_to_permanent_retry_and_too_large() {
 #[tokio::test]
 async fn with_ack_the_send_is_delivered_only_once_the_ack_is_true() {
     let server = testserver::serve_seq(vec![
-        Canned::new(200, "{\"text\":\"Success\",\"code\":0,\"ackId\":7}"),
-        Canned::new(200, "{\"acks\":{\"7\":false}}"),
-        Canned::new(200, "{\"acks\":{\"7\":true}}"),
+        SeqAnswer::new(200, "{\"text\":\"Success\",\"code\":0,\"ackId\":7}"),
+        SeqAnswer::new(200, "{\"acks\":{\"7\":false}}"),
+        SeqAnswer::new(200, "{\"acks\":{\"7\":true}}"),
     ])
     .await;
     let s = with_ack(&server.url, Duration::from_secs(10));
@@ -284,10 +284,10 @@ async fn with_ack_the_send_is_delivered_only_once_the_ack_is_true() {
 #[tokio::test]
 async fn an_ack_that_never_comes_gives_a_timeout_retry() {
     let server = testserver::serve_seq(vec![
-        Canned::new(200, "{\"text\":\"Success\",\"code\":0,\"ackId\":3}"),
-        Canned::new(200, "{\"acks\":{\"3\":false}}"),
-        Canned::new(503, "{\"text\":\"ACK is unavailable\",\"code\":20}"),
-        Canned::new(200, "not json"),
+        SeqAnswer::new(200, "{\"text\":\"Success\",\"code\":0,\"ackId\":3}"),
+        SeqAnswer::new(200, "{\"acks\":{\"3\":false}}"),
+        SeqAnswer::new(503, "{\"text\":\"ACK is unavailable\",\"code\":20}"),
+        SeqAnswer::new(200, "not json"),
     ])
     .await;
     let s = with_ack(&server.url, Duration::from_millis(300));
@@ -306,7 +306,7 @@ async fn an_ack_that_never_comes_gives_a_timeout_retry() {
 
 #[tokio::test]
 async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
-    let server = testserver::serve_seq(vec![Canned::new(
+    let server = testserver::serve_seq(vec![SeqAnswer::new(
         400,
         "{\"text\":\"Invalid data format\",\"code\":6}",
     )])
@@ -325,8 +325,8 @@ async fn a_forwarder_dead_letters_a_batch_refused_with_400() {
 #[tokio::test]
 async fn a_forwarder_waits_for_retry_after_then_delivers() {
     let server = testserver::serve_seq(vec![
-        Canned::new(429, "").header("Retry-After", "1"),
-        Canned::new(200, SUCCESS),
+        SeqAnswer::new(429, "").header("Retry-After", "1"),
+        SeqAnswer::new(200, SUCCESS),
     ])
     .await;
     let f = Forwarding::start(Arc::new(backend(&server.url)));
