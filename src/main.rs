@@ -227,7 +227,7 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-fn config_check(path: &PathBuf) -> Outcome {
+fn config_check(path: &std::path::Path) -> Outcome {
     let (settings, src) = match Settings::load(path) {
         Ok(x) => x,
         Err(p) => {

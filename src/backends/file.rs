@@ -267,7 +267,8 @@ mod tests {
 
     fn batch(n: usize) -> Batch {
         let mut b = Batch::new();
-        let s = Series::new("cpu_seconds_total", [("host", "a\"b"), ("z", "1")]).expect("test setup");
+        let s =
+            Series::new("cpu_seconds_total", [("host", "a\"b"), ("z", "1")]).expect("test setup");
         for i in 0..n {
             b.push_one(
                 s.clone(),

@@ -775,7 +775,10 @@ path = "/tmp/x-export"
             s.default_key_file(),
             PathBuf::from("/var/lib/metricspool.key")
         );
-        assert_eq!(s.log_config(None).expect("test setup").durability, Durability::None);
+        assert_eq!(
+            s.log_config(None).expect("test setup").durability,
+            Durability::None
+        );
         let bad = |k: &str| (k == "METRICSPOOL_LOG_FORMAT").then(|| "xml".to_owned());
         assert!(s.apply_env(bad).is_err());
     }
