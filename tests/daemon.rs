@@ -637,3 +637,84 @@ fn config_check_reports_field_paths_and_lines() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_over_tls() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    // A CA and a leaf signed by it (webpki refuses a CA certificate as the server's).
+    let script = "set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr
+printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile leaf.ext -out cert.pem";
+    let ok = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(certs.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    let tenants = DaemonProc::tenant("a", TOKEN_A, "");
+    let mut d = DaemonProc::with_server(
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+        &tenants,
+    );
+    d.plain = false;
+    tokio::task::block_in_place(|| d.start());
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::CertificateDer::from_pem_file(certs.path().join("ca.pem"))
+                .expect("cert"),
+        )
+        .expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let body = push_body("tls_pushed", 1.0, common::now_ms());
+    let head = format!(
+        "POST /api/v1/push HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write");
+    tls.write_all(&body).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = tokio::task::spawn_blocking({
+        let port = d.port;
+        move || http::request("GET", port, "/healthz", b"", Duration::from_secs(5))
+    })
+    .await
+    .expect("join");
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.status != 200));
+    let stored = tokio::task::block_in_place(|| {
+        assert!(d.terminate(Duration::from_secs(20)).success());
+        let (code, out, err) = d.cli(&["dump", "--tenant", "a"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    });
+    assert!(stored.contains("tls_pushed"), "{stored}");
+}

@@ -13,10 +13,12 @@ pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod status;
+#[cfg(feature = "http")]
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -190,6 +192,8 @@ fn pseudonym_key(key: &MasterKey, tenant: &TenantId) -> [u8; 32] {
 pub struct Daemon {
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    #[cfg(feature = "http")]
+    tls_config: Option<rustls::ServerConfig>,
     settings: Settings,
     _lock: DataDirLock,
 }
@@ -209,6 +213,26 @@ impl Daemon {
         let problems = settings.check(src);
         if !problems.is_empty() {
             return Err(Problems(problems).into());
+        }
+        #[cfg(feature = "http")]
+        let tls_config = match &settings.server.tls {
+            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(|message| {
+                Problems(vec![settings::Problem {
+                    path: "server.tls".into(),
+                    line: None,
+                    message,
+                }])
+            })?),
+            None => None,
+        };
+        #[cfg(not(feature = "http"))]
+        if settings.server.tls.is_some() {
+            return Err(Problems(vec![settings::Problem {
+                path: "server.tls".into(),
+                line: None,
+                message: "this build has no TLS (feature http is off)".into(),
+            }])
+            .into());
         }
         let lock = DataDirLock::acquire(&settings.storage.data_dir)?;
         let key = master_key(&settings)?;
@@ -249,6 +273,8 @@ impl Daemon {
         Ok(Daemon {
             state,
             listener,
+            #[cfg(feature = "http")]
+            tls_config,
             settings,
             _lock: lock,
         })
@@ -267,6 +293,8 @@ impl Daemon {
         let Daemon {
             state,
             listener,
+            #[cfg(feature = "http")]
+            tls_config,
             settings,
             _lock,
         } = self;
@@ -282,9 +310,30 @@ impl Daemon {
             let _ = stop_tx.send(true);
         };
         let app = server::router(Arc::clone(&state));
-        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
+        #[cfg(feature = "http")]
+        let server = match tls_config {
+            Some(config) => {
+                let tls = tls::TlsListener::new(listener, config).map_err(io("TLS listener"))?;
+                tracing::info!("TLS on");
+                tokio::spawn(
+                    axum::serve(tls, app)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+            None => tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            ),
+        };
+        #[cfg(not(feature = "http"))]
+        let server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        );
         let mut stopped = stop_rx.clone();
-        let server = tokio::spawn(async move { serve.await });
         // Bound the wait for in-flight requests once shutdown began.
         let _ = stopped.wait_for(|s| *s).await;
         match tokio::time::timeout(grace, server).await {

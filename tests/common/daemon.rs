@@ -26,6 +26,8 @@ pub struct DaemonProc {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// False when the daemon serves TLS: readiness is then a TCP connect, not `/healthz`.
+    pub plain: bool,
     child: Option<Child>,
 }
 
@@ -78,6 +80,7 @@ token_sha256 = "{admin}"
             port,
             dir,
             config,
+            plain: true,
             child: None,
         }
     }
@@ -109,9 +112,12 @@ token_sha256 = "{admin}"
         self.child = Some(child);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(30) {
-            if let Ok(r) = http::get(self.port, "/healthz")
-                && r.status == 200
-            {
+            let ready = if self.plain {
+                http::get(self.port, "/healthz").is_ok_and(|r| r.status == 200)
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            };
+            if ready {
                 return self;
             }
             if let Some(c) = self.child.as_mut()
