@@ -14,6 +14,7 @@
 //! backoff = { min = "100ms", max = "5s" }
 //! ```
 
+#[cfg(feature = "http")]
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -84,6 +85,7 @@ struct BackoffSettings {
     max_retry_after: Option<Duration>,
 }
 
+#[cfg(feature = "http")]
 /// `auth = { basic = { user = "u", password = { env = "P" } } }` or
 /// `auth = { bearer = { file = "/etc/token" } }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +95,7 @@ enum AuthSettings {
     Bearer(Secret),
 }
 
+#[cfg(feature = "http")]
 /// Prometheus remote write (`type = "prometheus"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +111,7 @@ struct PrometheusSettings {
     out_of_order_window: bool,
 }
 
+#[cfg(feature = "http")]
 /// Mimir / Cortex (`type = "mimir"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +133,7 @@ struct MimirSettings {
     out_of_order_window: bool,
 }
 
+#[cfg(feature = "http")]
 /// VictoriaMetrics (`type = "victoriametrics"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +150,7 @@ struct VmSettings {
     timeout: Option<Duration>,
 }
 
+#[cfg(feature = "http")]
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VmTenantSettings {
@@ -153,6 +159,7 @@ struct VmTenantSettings {
     project_id: u32,
 }
 
+#[cfg(feature = "http")]
 /// InfluxDB (`type = "influxdb"`): `version = 1` (default) or `2`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +186,7 @@ struct InfluxSettings {
     timeout: Option<Duration>,
 }
 
+#[cfg(feature = "http")]
 fn one() -> u8 {
     1
 }
@@ -223,6 +231,7 @@ impl Ctx<'_> {
         })
     }
 
+    #[cfg(feature = "http")]
     fn secret(&self, field: &str, s: &Secret) -> Result<String, Problem> {
         resolve_secret(
             s,
