@@ -24,10 +24,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
-use super::settings::{Problem, Settings, key_line, resolve_secret};
+#[cfg(feature = "http")]
+use super::settings::resolve_secret;
+use super::settings::{Problem, Settings, key_line};
 use crate::backends::Backend;
 use crate::backends::file::{FileBackend, FileConfig};
 use crate::forward::{BackoffConfig, BatchMode, ForwarderConfig, RateLimit, Route, TenantSelector};
+#[cfg(feature = "http")]
 use crate::secret::Secret;
 use crate::spool::StartAt;
 use crate::tenant::TenantId;
