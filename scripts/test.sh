@@ -16,6 +16,9 @@ command -v prometheus >/dev/null || debian_packages+=(prometheus)
 command -v influxd >/dev/null || debian_packages+=(influxdb)
 command -v nats-server >/dev/null || debian_packages+=(nats-server)
 command -v mosquitto >/dev/null || debian_packages+=(mosquitto)
+# tests/daemon.rs makes a test CA and certificate for the TLS listener with openssl.
+command -v openssl >/dev/null || debian_packages+=(openssl)
+python3 -m pip --version >/dev/null 2>&1 || debian_packages+=(python3-pip)
 if ((${#debian_packages[@]} > 0)); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${debian_packages[@]}"
