@@ -784,6 +784,25 @@ path = "/tmp/x-export"
     }
 
     #[test]
+    fn the_documented_example_parses_and_checks_clean() {
+        let doc = include_str!("../../docs/config.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let len = doc[start..].find("```").expect("its end");
+        let src = &doc[start..start + len];
+        let mut settings = Settings::parse(src).expect("the example parses");
+        // Backends are built by `check`: keep their files out of /var.
+        let dir = tempfile::tempdir().expect("dir");
+        let mut archive = settings.backends["archive"].get_ref().clone();
+        archive.insert("path".into(), dir.path().display().to_string().into());
+        settings
+            .backends
+            .insert("archive".into(), Spanned::new(0..0, archive));
+        assert_eq!(settings.check(src), vec![]);
+        assert_eq!(settings.tenants.len(), 2);
+        assert_eq!(settings.tenants["edge-1"].get_ref().privacy.len(), 2);
+    }
+
+    #[test]
     fn token_hashes() {
         assert_eq!(token_hash("foo"), HASH);
         assert!(is_sha256_hex(HASH));
