@@ -51,6 +51,7 @@ pub mod error;
 pub mod forward;
 pub mod ingest;
 pub mod keys;
+pub mod latency;
 pub mod payload;
 pub mod privacy;
 pub mod sample;

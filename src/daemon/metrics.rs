@@ -14,7 +14,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::forward::Forwarding;
+use crate::latency::LatencySnapshot;
 use crate::spool::Spool;
+use prometheus_client::encoding::NoLabelSet;
+use prometheus_client::metrics::MetricType;
 
 /// `{tenant, format}`
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,6 +186,31 @@ fn gauge(
     Ok(())
 }
 
+fn histogram(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, LatencySnapshot)],
+) -> Result<(), std::fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in rows {
+        // The encoder wants per-bucket counts (it sums them), +Inf last.
+        let mut prev = 0;
+        let mut per: Vec<(f64, u64)> = h
+            .buckets
+            .iter()
+            .map(|&(b, c)| (b, c - std::mem::replace(&mut prev, c)))
+            .collect();
+        per.push((f64::INFINITY, h.count - prev));
+        m.encode_family(labels)?
+            .encode_histogram::<NoLabelSet>(h.sum, h.count, &per, None)?;
+    }
+    Ok(())
+}
+
 impl Collector for LiveStats {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut bytes = Vec::new();
@@ -191,12 +219,14 @@ impl Collector for LiveStats {
         let mut end = Vec::new();
         let mut drops = Vec::new();
         let mut retained = Vec::new();
+        let mut fsyncs = Vec::new();
         for id in self.spool.tenants() {
             let Ok(t) = self.spool.tenant(&id) else {
                 continue;
             };
             let s = t.stats();
             let l = || vec![("tenant", id.to_string())];
+            fsyncs.push((l(), t.wal().fsync_latency()));
             bytes.push((l(), s.disk_bytes as f64));
             segments.push((l(), s.segments as f64));
             end.push((l(), s.end_offset as f64));
@@ -237,6 +267,12 @@ impl Collector for LiveStats {
             "Log bytes over the tenant's quota",
             &quota,
             false,
+        )?;
+        histogram(
+            &mut enc,
+            "fsync_seconds",
+            "Time of one data fsync of the tenant's log",
+            &fsyncs,
         )?;
         gauge(
             &mut enc,
@@ -346,6 +382,16 @@ impl LiveStats {
                 })
             })
             .collect();
-        gauge(enc, "forward_retries", "Retries by reason", &retries, true)
+        gauge(enc, "forward_retries", "Retries by reason", &retries, true)?;
+        let sends: Vec<_> = stats
+            .iter()
+            .map(|s| (l(s), s.send_latency.clone()))
+            .collect();
+        histogram(
+            enc,
+            "forward_send_seconds",
+            "Time of one send to the backend, request and answer",
+            &sends,
+        )
     }
 }

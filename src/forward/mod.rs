@@ -615,8 +615,9 @@ impl Inner {
                 part,
                 resend,
             };
+            let started = std::time::Instant::now();
             let outcome = self.backend.send(req).await;
-            self.stats.sent();
+            self.stats.sent(started.elapsed());
             match outcome {
                 Outcome::Delivered { bytes, skipped } => {
                     self.stats.delivered(samples - skipped.min(samples), bytes);

@@ -24,6 +24,7 @@ pub struct ForwarderStats {
     oldest_unsent_ms: AtomicI64,
     up: AtomicBool,
     last_error: Mutex<Option<String>>,
+    send_latency: crate::latency::Latency,
 }
 
 /// A point-in-time copy of a forwarder's counters.
@@ -59,6 +60,8 @@ pub struct ForwarderStatsSnapshot {
     pub unsupported_samples: u64,
     /// False after a failed attempt, true after a success.
     pub up: bool,
+    /// How long sends took (request and answer, every attempt).
+    pub send_latency: crate::latency::LatencySnapshot,
     /// The last error, if any.
     pub last_error: Option<String>,
 }
@@ -81,14 +84,21 @@ impl ForwarderStats {
             oldest_unsent_ms: AtomicI64::new(i64::MIN),
             up: AtomicBool::new(true),
             last_error: Mutex::new(None),
+            send_latency: crate::latency::Latency::default(),
         }
     }
 
     pub(crate) fn set_committed(&self, c: u64) {
         self.committed.store(c, Ordering::Relaxed);
     }
-    pub(crate) fn sent(&self) {
+    pub(crate) fn sent(&self, took: std::time::Duration) {
         self.sends.fetch_add(1, Ordering::Relaxed);
+        self.send_latency.observe(took);
+    }
+
+    /// How long each send (request and answer) took.
+    pub fn send_latency(&self) -> crate::latency::LatencySnapshot {
+        self.send_latency.snapshot()
     }
     pub(crate) fn delivered(&self, samples: u64, bytes: u64) {
         self.delivered.fetch_add(samples, Ordering::Relaxed);
@@ -154,6 +164,7 @@ impl ForwarderStats {
             dead_letter_samples: self.dead_letter_samples.load(Ordering::Relaxed),
             unsupported_samples: self.unsupported.load(Ordering::Relaxed),
             up: self.up.load(Ordering::Relaxed),
+            send_latency: self.send_latency.snapshot(),
             last_error: self
                 .last_error
                 .lock()

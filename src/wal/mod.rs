@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) delete_lock: Mutex<()>,
     /// Publishes the visible end offset to waiting consumers.
     pub(crate) end_tx: tokio::sync::watch::Sender<u64>,
+    /// How long each data fsync of the active segment took.
+    pub(crate) fsync_latency: crate::latency::Latency,
 }
 
 /// How many sealed segments' record tables readers keep in memory.
@@ -168,6 +170,7 @@ impl Wal {
             index_cache: Mutex::new(HashMap::new()),
             delete_lock: Mutex::new(()),
             end_tx: tokio::sync::watch::Sender::new(0),
+            fsync_latency: crate::latency::Latency::default(),
         });
         let (report, epoch) = recovery::recover(&shared)?;
         shared.end_tx.send_replace(report.end_offset);
@@ -325,6 +328,11 @@ impl Wal {
             .values()
             .next()
             .map_or(s.visible_end, |g| g.info.base_offset)
+    }
+
+    /// How long the data fsyncs of this log took since open.
+    pub fn fsync_latency(&self) -> crate::latency::LatencySnapshot {
+        self.shared.fsync_latency.snapshot()
     }
 
     /// Bytes on disk: segments plus indexes.

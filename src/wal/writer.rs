@@ -330,7 +330,9 @@ impl Writer {
             && self.dirty_since.is_some()
         {
             let path = self.shared.path(&segment::segment_file_name(a.base));
+            let started = Instant::now();
             a.file.sync_data().map_err(|e| Error::io(&path, e))?;
+            self.shared.fsync_latency.observe(started.elapsed());
         }
         self.dirty_since = None;
         Ok(())
