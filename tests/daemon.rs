@@ -75,6 +75,8 @@ fn tokens_decide_the_tenant_and_refusals_store_nothing() {
             "tenant a",
         ),
         (vec![], "/write?u=b&p=token-for-tenant-a", 403, "tenant a"),
+        // Authentication comes before any look at the request.
+        (vec![], "/write?precision=fortnight", 401, "missing token"),
     ];
     for (headers, path, status, message) in &cases {
         let r = d.req("POST", path, headers, &body);
@@ -290,7 +292,7 @@ fn rate_limit_answers_429_with_retry_after_and_a_later_retry_succeeds() {
 }
 
 #[test]
-fn a_full_quota_answers_429_and_space_freed_lets_writes_in() {
+fn a_full_quota_answers_429_with_retry_after() {
     let tenants = DaemonProc::tenant(
         "a",
         TOKEN_A,

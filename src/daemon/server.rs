@@ -123,8 +123,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body_bytes;
     Router::new()
         .route("/api/v1/write", post(remote_write))
-        .route("/write", post(influx_v1))
-        .route("/api/v2/write", post(influx_v2))
+        .route("/write", post(influx))
+        .route("/api/v2/write", post(influx))
         .route("/api/v1/push", post(json_push))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -152,58 +152,35 @@ async fn remote_write(
     body: Bytes,
 ) -> Response {
     let encoding = header_str(&headers, header::CONTENT_ENCODING);
-    if !matches!(encoding.as_str(), "" | "snappy") {
-        let r = Reject::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
-            format!(
-                "remote write bodies are snappy-compressed protobuf; Content-Encoding {encoding:?} is not supported"
-            ),
-        );
-        return finish(&s, None, "remote_write", Err(r));
-    }
-    ingest(&s, "remote_write", &headers, &q, body, |b, l| {
+    ingest(&s, "remote_write", &headers, &q, body, move |b, l| {
+        if !matches!(encoding.as_str(), "" | "snappy") {
+            return Err(IngestError::UnsupportedEncoding(format!(
+                "{encoding} (remote write bodies are snappy-compressed protobuf)"
+            )));
+        }
         ingest::decode_remote_write(b, l)
     })
     .await
 }
 
-async fn influx_v1(
+/// `/write` (v1) and `/api/v2/write` (v2): the parameters that matter to us are the same.
+async fn influx(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     q: Params,
     body: Bytes,
 ) -> Response {
-    influx(s, headers, q, body).await
-}
-
-async fn influx_v2(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    q: Params,
-    body: Bytes,
-) -> Response {
-    influx(s, headers, q, body).await
-}
-
-async fn influx(s: Arc<AppState>, headers: HeaderMap, q: Params, body: Bytes) -> Response {
-    let precision = match q.get("precision").map(String::as_str) {
-        None | Some("") => Precision::Ns,
-        Some(p) => match Precision::parse(p) {
-            Some(p) => p,
-            None => {
-                let r = Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("unknown precision {p:?}: use ns, us, ms or s"),
-                );
-                return finish(&s, None, "influx", Err(r));
-            }
-        },
-    };
+    let precision = q.get("precision").cloned().unwrap_or_default();
     let now = crate::now_ms();
     let encoding = header_str(&headers, header::CONTENT_ENCODING);
     ingest(&s, "influx", &headers, &q, body, move |b, l| {
+        let precision = match precision.as_str() {
+            "" => Precision::Ns,
+            p => Precision::parse(p).ok_or_else(|| IngestError::Malformed {
+                format: "line protocol",
+                message: format!("unknown precision {p:?}: use ns, us, ms, s, m or h"),
+            })?,
+        };
         let raw = ingest::decompress(b, &encoding, l.max_body_bytes)?;
         ingest::decode_line_protocol(&raw, precision, now, l)
     })
