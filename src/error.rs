@@ -202,6 +202,16 @@ pub enum Error {
     /// The spool or log was closed.
     #[error("the log is closed")]
     Closed,
+    /// A replay job cannot be created, resumed or changed as asked.
+    #[error("replay job {job} of tenant {tenant}: {reason}")]
+    Replay {
+        /// The tenant.
+        tenant: String,
+        /// The job name.
+        job: String,
+        /// What is wrong, as a sentence the operator can act on.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -54,6 +54,7 @@ pub mod keys;
 pub mod latency;
 pub mod payload;
 pub mod privacy;
+pub mod replay;
 pub mod sample;
 pub mod seal;
 pub mod secret;

@@ -89,6 +89,10 @@ pub enum StartAt {
     Earliest,
     /// At an explicit offset.
     Offset(u64),
+    /// At the first sealed segment (or the segment being written) that may hold a sample at
+    /// or after this time (ms), found with the segments' time index. Timestamps are not
+    /// ordered by offset, so a few older samples of that segment may be sent too.
+    Time(i64),
 }
 
 /// One tenant: its log, cursors and counters.
@@ -285,6 +289,7 @@ impl Tenant {
             StartAt::Now => self.wal.end_offset(),
             StartAt::Earliest => self.wal.first_offset(),
             StartAt::Offset(o) => o,
+            StartAt::Time(ts) => self.wal.first_offset_at_or_after(ts),
         };
         self.cursors.register(name, at)
     }

@@ -87,6 +87,16 @@ pub struct ForwarderConfig {
     /// backends that accept out-of-order samples (VictoriaMetrics, InfluxDB, Prometheus or
     /// Mimir with an out-of-order window). Default none (strict offset order).
     pub live_lane: Option<u64>,
+    /// A bounded run (a replay job): forward offsets below this, then finish. Default none
+    /// (follow the log forever).
+    pub until: Option<u64>,
+    /// Only samples with `from <= timestamp < until` (ms) are read and sent; reads use the
+    /// segments' time index, so records outside are never decrypted. Default none.
+    pub time_window: Option<(i64, i64)>,
+    /// The backend's time window: a sample older than this at send time is not sent but
+    /// counted as too old (the backend would refuse it, and retrying cannot help). Default
+    /// none; the daemon derives one per backend type (docs/replay.md).
+    pub max_age: Option<Duration>,
 }
 
 impl ForwarderConfig {
@@ -105,6 +115,9 @@ impl ForwarderConfig {
             rate_limit: None,
             start: StartAt::Now,
             live_lane: None,
+            until: None,
+            time_window: None,
+            max_age: None,
         }
     }
 
@@ -120,6 +133,9 @@ impl ForwarderConfig {
         }
         if !(1..=64).contains(&self.max_in_flight) {
             return bad("max_in_flight must be 1 to 64");
+        }
+        if self.live_lane.is_some() && self.until.is_some() {
+            return bad("a bounded run (until) cannot have a live lane");
         }
         Ok(())
     }
@@ -224,6 +240,12 @@ impl Forwarder {
         Ok(true)
     }
 
+    /// True once the forwarder's task ended: a bounded run (`until`) that committed its
+    /// end, or a stopped forwarder.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Asks the forwarder to stop without waiting for it.
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
@@ -300,7 +322,7 @@ impl Inner {
                         _ => LaneEnd::Stopped,
                     }
                 }
-                None => self.lane(&main, None, None).await?,
+                None => self.lane(&main, self.config.until, None).await?,
             };
             match outcome {
                 LaneEnd::SplitAt(split) => {
@@ -500,7 +522,11 @@ impl Inner {
             max_samples: self.config.max_samples,
             max_bytes: self.config.max_bytes,
         };
-        tokio::task::spawn_blocking(move || t.read_from(from, limits))
+        let window = self.config.time_window;
+        tokio::task::spawn_blocking(move || match window {
+            Some((lo, hi)) => t.wal().read_time_range(lo, hi, from, limits),
+            None => t.read_from(from, limits),
+        })
     }
 
     /// True when the batch after `end` can be read now, during the current send, without
@@ -522,7 +548,16 @@ impl Inner {
             max_samples: (r.end - r.start) as usize,
             max_bytes: u64::MAX,
         };
-        blocking(move || t.read_from(r.start, limits)).await
+        let window = self.config.time_window;
+        blocking(move || match window {
+            // The same filtered samples of [start, end) the first read returned.
+            Some((lo, hi)) => Ok(truncate(
+                t.wal().read_time_range(lo, hi, r.start, limits)?,
+                r.end,
+            )),
+            None => t.read_from(r.start, limits),
+        })
+        .await
     }
 
     /// Waits until data past `next` is readable (and, in batch mode, a full batch or the
@@ -552,7 +587,8 @@ impl Inner {
         }
         if let BatchMode::Batch { linger } = self.config.mode {
             let deadline = tokio::time::Instant::now() + linger;
-            let wanted = next + self.config.max_samples as u64;
+            // A bounded run never waits for data past its end.
+            let wanted = (next + self.config.max_samples as u64).min(self.config.until.unwrap_or(u64::MAX));
             while *end_rx.borrow_and_update() < wanted {
                 tokio::select! {
                     r = end_rx.changed() => if r.is_err() { break },
@@ -566,7 +602,10 @@ impl Inner {
     }
 
     /// Sends every part of a batch; all must be settled (delivered, or dead-lettered).
-    async fn deliver(self: &Arc<Self>, read: ReadBatch, resend: bool) -> Result<(), Stopped> {
+    async fn deliver(self: &Arc<Self>, mut read: ReadBatch, resend: bool) -> Result<(), Stopped> {
+        if let Some(age) = self.config.max_age {
+            read.batch = self.drop_too_old(read.batch, age);
+        }
         if read.batch.is_empty() {
             return Ok(());
         }
@@ -589,6 +628,27 @@ impl Inner {
         }
         self.stats.set_oldest_unsent(None);
         result
+    }
+
+    /// Leaves out (and counts) the samples older than the backend's time window: the backend
+    /// would refuse them, and retrying cannot make them younger.
+    fn drop_too_old(&self, batch: Batch, age: Duration) -> Batch {
+        let cutoff = crate::now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        if batch.time_range().is_none_or(|(lo, _)| lo >= cutoff) {
+            return batch;
+        }
+        let before = batch.sample_count();
+        let mut kept = Batch::new();
+        for e in batch.into_entries() {
+            let samples: Vec<_> = e.samples.into_iter().filter(|s| s.timestamp_ms >= cutoff).collect();
+            if !samples.is_empty() {
+                kept.push(e.series, e.kind, samples);
+            }
+        }
+        let dropped = (before - kept.sample_count()) as u64;
+        self.stats.too_old(dropped);
+        tracing::warn!(tenant = %self.tenant.id(), backend = %self.config.name, samples = dropped, "samples older than the backend's max_age were not sent");
+        kept
     }
 
     /// Sends one part until it is delivered or dead-lettered.

@@ -21,6 +21,7 @@ pub struct ForwarderStats {
     dead_letter_batches: AtomicU64,
     dead_letter_samples: AtomicU64,
     unsupported: AtomicU64,
+    too_old: AtomicU64,
     oldest_unsent_ms: AtomicI64,
     up: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -58,6 +59,8 @@ pub struct ForwarderStatsSnapshot {
     pub dead_letter_samples: u64,
     /// Samples the backend cannot represent, left out (counted, logged).
     pub unsupported_samples: u64,
+    /// Samples older than the backend's `max_age` at send time: not sent (counted, logged).
+    pub too_old_samples: u64,
     /// False after a failed attempt, true after a success.
     pub up: bool,
     /// How long sends took (request and answer, every attempt).
@@ -81,6 +84,7 @@ impl ForwarderStats {
             dead_letter_batches: AtomicU64::new(0),
             dead_letter_samples: AtomicU64::new(0),
             unsupported: AtomicU64::new(0),
+            too_old: AtomicU64::new(0),
             oldest_unsent_ms: AtomicI64::new(i64::MIN),
             up: AtomicBool::new(true),
             last_error: Mutex::new(None),
@@ -111,6 +115,9 @@ impl ForwarderStats {
     }
     pub(crate) fn unsupported(&self, samples: u64) {
         self.unsupported.fetch_add(samples, Ordering::Relaxed);
+    }
+    pub(crate) fn too_old(&self, samples: u64) {
+        self.too_old.fetch_add(samples, Ordering::Relaxed);
     }
     pub(crate) fn retry(&self, reason: RetryReason, detail: String) {
         let i = RetryReason::ALL
@@ -163,6 +170,7 @@ impl ForwarderStats {
             dead_letter_batches: self.dead_letter_batches.load(Ordering::Relaxed),
             dead_letter_samples: self.dead_letter_samples.load(Ordering::Relaxed),
             unsupported_samples: self.unsupported.load(Ordering::Relaxed),
+            too_old_samples: self.too_old.load(Ordering::Relaxed),
             up: self.up.load(Ordering::Relaxed),
             send_latency: self.send_latency.snapshot(),
             last_error: self

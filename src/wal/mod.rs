@@ -355,6 +355,33 @@ impl Wal {
             .collect()
     }
 
+    /// The base offset of the first segment whose time range reaches `ts` (ms) or later: no
+    /// sample at or after `ts` is stored below it. The log end when none does.
+    pub fn first_offset_at_or_after(&self, ts: i64) -> u64 {
+        let s = self.shared.read_state();
+        s.segments
+            .values()
+            .find(|g| g.info.max_ts.is_none_or(|m| m >= ts))
+            .map_or(s.visible_end, |g| g.info.base_offset)
+    }
+
+    /// One past the last offset of the last segment holding a sample before `ts` (ms): no
+    /// sample before `ts` is stored at or past it.
+    pub fn end_offset_before(&self, ts: i64) -> u64 {
+        let s = self.shared.read_state();
+        s.segments
+            .values()
+            .rev()
+            .find(|g| g.info.min_ts.is_none_or(|m| m < ts))
+            .map_or(0, |g| {
+                if g.info.sealed_ms.is_none() {
+                    s.visible_end
+                } else {
+                    g.info.end_offset.min(s.visible_end)
+                }
+            })
+    }
+
     /// Reads a deterministic batch starting at `offset`: the same log and limits give the
     /// same `[start, end)` every time.
     pub fn read_from(&self, offset: u64, limits: ReadLimits) -> Result<ReadBatch> {
