@@ -202,6 +202,16 @@ pub enum Error {
     /// The spool or log was closed.
     #[error("the log is closed")]
     Closed,
+    /// `keys retire` refused: the key is current, unknown, or still seals retained data.
+    #[error("key {key_id} of tenant {tenant} cannot be retired: {reason}")]
+    KeyInUse {
+        /// The tenant.
+        tenant: String,
+        /// The key id.
+        key_id: u32,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A replay job cannot be created, resumed or changed as asked.
     #[error("replay job {job} of tenant {tenant}: {reason}")]
     Replay {

@@ -247,7 +247,23 @@ impl Keyring {
             fs::remove_file(&path)?;
             fs::File::open(&self.dir)?.sync_all()
         };
-        wipe().map_err(|e| Error::io(&path, e))
+        wipe().map_err(|e| Error::io(&path, e))?;
+        // A tombstone (empty, no secret) so that tools can say "erased" rather than
+        // "unknown tenant" once the data is gone too.
+        let mark = self.erased_marker(tenant);
+        fs::File::create(&mark)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| fs::File::open(&self.dir)?.sync_all())
+            .map_err(|e| Error::io(&mark, e))
+    }
+
+    fn erased_marker(&self, tenant: &TenantId) -> PathBuf {
+        self.dir.join(format!("{tenant}.erased"))
+    }
+
+    /// True when the tenant's keyring was erased and none was created since.
+    pub fn was_erased(&self, tenant: &TenantId) -> bool {
+        !self.exists(tenant) && self.erased_marker(tenant).exists()
     }
 
     fn unlock(&self, tenant: &TenantId, entries: &[Entry]) -> TenantKeys {

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,6 +69,92 @@ enum Command {
     /// Dead-letter logs.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Send a range of a tenant's log to a backend again (docs/replay.md).
+    Replay(ReplayCli),
+    /// Tenant data.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ReplayCli {
+    #[command(subcommand)]
+    command: Option<ReplayCommand>,
+    #[command(flatten)]
+    run: ReplayArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct DaemonArgs {
+    /// Use a running daemon's admin API, e.g. http://127.0.0.1:9465.
+    #[arg(long)]
+    url: Option<String>,
+    /// Environment variable holding the admin token (with --url).
+    #[arg(long, default_value = "METRICSPOOL_ADMIN_TOKEN")]
+    admin_token_env: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct ReplayArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+    /// The tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The backend (its name in [backends]).
+    #[arg(long)]
+    to: Option<String>,
+    /// Start: an offset (digits) or an RFC 3339 time. Default: the oldest sample.
+    #[arg(long)]
+    from: Option<String>,
+    /// End (exclusive): an offset or an RFC 3339 time. Default: the log end now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Job name (rerun with the same name and range to resume). Default: <backend>-<ms>.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ReplayCommand {
+    /// Every replay job of a tenant with its progress (JSON lines).
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Stop and cancel a replay job; its cursor is removed.
+    Cancel {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The job.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Crypto-shred a tenant (daemon stopped): its keys first, then its log, cursors, dead
+    /// letters, replay jobs and the file backend's default export.
+    Erase {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The tenant.
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +181,17 @@ enum KeysCommand {
         /// The tenant.
         #[arg(long)]
         tenant: String,
+    },
+    /// Remove an old data key (daemon stopped); refused while retained data uses it.
+    Retire {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The key id.
+        #[arg(long)]
+        key_id: u32,
     },
 }
 
@@ -404,6 +502,12 @@ fn dump(
     let (from, until) = (from.map(bound).transpose()?, until.map(bound).transpose()?);
     let (spool, _lock) = config.open()?;
     if !spool.tenants().contains(&id) {
+        if spool.keyring().was_erased(&id) {
+            return Err(format!(
+                "the key of tenant {id} was erased (metricspool tenant erase): its data cannot be read"
+            )
+            .into());
+        }
         return Err(format!("no tenant {id} in the data directory").into());
     }
     let t = spool.tenant(&id)?;
@@ -520,8 +624,191 @@ fn dlq_list(config: &ConfigArgs, tenant: &str, backend: &str) -> Outcome {
     Ok(true)
 }
 
+fn keys_retire(config: &ConfigArgs, tenant: &str, key_id: u32) -> Outcome {
+    let id = TenantId::new(tenant)?;
+    let (spool, _lock) = config.open()?;
+    let r = spool.retire_key(&id, key_id);
+    spool.close()?;
+    r?;
+    println!("tenant {id}: key {key_id} retired");
+    Ok(true)
+}
+
+fn tenant_erase(config: &ConfigArgs, tenant: &str) -> Outcome {
+    let id = TenantId::new(tenant)?;
+    let (settings, _) = config.settings()?;
+    let (spool, _lock) = config.open()?;
+    if !spool.tenants().contains(&id) && !spool.keyring().exists(&id) {
+        return Err(format!("no tenant {id} in the data directory").into());
+    }
+    spool.erase_tenant(&id)?;
+    spool.close()?;
+    // The file backend's default export is plaintext under the data directory.
+    let export = settings
+        .storage
+        .data_dir
+        .join("export")
+        .join(format!("{id}.jsonl"));
+    if export.exists() {
+        std::fs::remove_file(&export)?;
+        println!("removed {}", export.display());
+    }
+    println!("tenant {id}: keys erased, then data deleted");
+    Ok(true)
+}
+
+fn replay_cli(r: &ReplayCli) -> Outcome {
+    match &r.command {
+        None => replay_run(&r.run),
+        Some(ReplayCommand::Status {
+            config,
+            daemon,
+            tenant,
+        }) => replay_status(config, daemon, tenant),
+        Some(ReplayCommand::Cancel {
+            config,
+            daemon,
+            tenant,
+            name,
+        }) => replay_cancel(config, daemon, tenant, name),
+    }
+}
+
+fn query(pairs: &[(&str, Option<&String>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", url_escape(v))))
+        .collect();
+    q.join("&")
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn replay_run(a: &ReplayArgs) -> Outcome {
+    use metricspool::replay::{self, Bound, ReplayRequest, ReplayRun};
+    let tenant = a.tenant.as_deref().ok_or("--tenant is required")?;
+    let to = a.to.clone().ok_or("--to BACKEND is required")?;
+    let id = TenantId::new(tenant)?;
+    if let Some(url) = &a.daemon.url {
+        let q = query(&[
+            ("backend", Some(&to)),
+            ("from", a.from.as_ref()),
+            ("until", a.until.as_ref()),
+            ("name", a.name.as_ref()),
+        ]);
+        let path = format!("/admin/tenants/{id}/replay?{q}");
+        println!("{}", admin_request(url, &a.daemon.admin_token_env, &path, true)?);
+        return Ok(true);
+    }
+    let req = ReplayRequest {
+        name: a.name.clone(),
+        backend: to.clone(),
+        from: a.from.as_deref().map(Bound::parse).transpose()?,
+        until: a.until.as_deref().map(Bound::parse).transpose()?,
+    };
+    let (settings, src) = a.config.settings()?;
+    let table = settings
+        .backends
+        .get(&to)
+        .ok_or_else(|| format!("no backend {to} in [backends]"))?;
+    let (spool, _lock) = a.config.open()?;
+    if !spool.tenants().contains(&id) {
+        return Err(format!("no tenant {id} in the data directory").into());
+    }
+    let t = spool.tenant(&id)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let done = rt.block_on(async {
+        let route = daemon::backends::build(&to, table, &settings, &src)
+            .map_err(|p| p.to_string())?;
+        let job = replay::create(&t, &req, route.replay_max_age)?;
+        if job.too_old_at_start > 0 {
+            eprintln!(
+                "{} samples (timestamps {:?}) are older than backend {to}'s max_age and will not be sent",
+                job.too_old_at_start, job.too_old_range
+            );
+        }
+        let run = ReplayRun::start(Arc::clone(&t), route.backend, &route.config, job.clone())?;
+        let pb = progress(job.until.saturating_sub(job.from), &format!("replay {}", job.name));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            daemon::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let done = run
+            .run_to_end(|s| pb.set_position(s.committed - s.job.from), stop_rx)
+            .await?;
+        pb.finish_and_clear();
+        Ok::<_, Box<dyn std::error::Error>>((done, job.name))
+    })?;
+    let finished = done.0.is_some();
+    let job = match done {
+        (Some(j), _) => j,
+        (None, name) => replay::load(&t, &name)?.ok_or("the job file is gone")?,
+    };
+    println!("{}", serde_json::to_string(&replay::status(&t, &job)?)?);
+    drop(t);
+    spool.close()?;
+    Ok(finished)
+}
+
+fn replay_status(config: &ConfigArgs, d: &DaemonArgs, tenant: &str) -> Outcome {
+    let id = TenantId::new(tenant)?;
+    if let Some(url) = &d.url {
+        let v = admin_get(url, &d.admin_token_env, &format!("/admin/tenants/{id}/replay"))?;
+        for j in v.as_array().into_iter().flatten() {
+            println!("{j}");
+        }
+        return Ok(true);
+    }
+    let (spool, _lock) = config.open()?;
+    let t = spool.tenant(&id)?;
+    for job in metricspool::replay::list(&t)? {
+        println!(
+            "{}",
+            serde_json::to_string(&metricspool::replay::status(&t, &job)?)?
+        );
+    }
+    drop(t);
+    spool.close()?;
+    Ok(true)
+}
+
+fn replay_cancel(config: &ConfigArgs, d: &DaemonArgs, tenant: &str, name: &str) -> Outcome {
+    let id = TenantId::new(tenant)?;
+    if let Some(url) = &d.url {
+        let path = format!("/admin/tenants/{id}/replay/{}/cancel", url_escape(name));
+        println!("{}", admin_request(url, &d.admin_token_env, &path, true)?);
+        return Ok(true);
+    }
+    let (spool, _lock) = config.open()?;
+    let t = spool.tenant(&id)?;
+    let job = metricspool::replay::cancel(&t, name)?;
+    println!("{}", serde_json::to_string(&job)?);
+    drop(t);
+    spool.close()?;
+    Ok(true)
+}
+
 fn run(cli: &Cli) -> Outcome {
     match &cli.command {
+        Command::Replay(r) => replay_cli(r),
+        Command::Tenant(TenantCommand::Erase { config, tenant }) => tenant_erase(config, tenant),
+        Command::Keys(KeysCommand::Retire {
+            config,
+            tenant,
+            key_id,
+        }) => keys_retire(config, tenant, *key_id),
         Command::Serve(a) => serve(a),
         Command::Config(ConfigCommand::Check { config }) => config_check(config),
         Command::Status {

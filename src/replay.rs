@@ -525,23 +525,22 @@ impl ReplayRun {
         store(&self.tenant, &self.job())
     }
 
-    /// Waits until the range is committed (then marks the job done) or `stop` resolves
-    /// (then the job stays unfinished and resumes later). `tick` sees the live status
-    /// every 200 ms. Returns the job as stored.
+    /// Waits until the range is committed (then marks the job done and returns it) or
+    /// `stop` turns true (then the job stays unfinished, to resume later, and `None` is
+    /// returned). `tick` sees the live status every 200 ms.
     pub async fn run_to_end(
-        self,
+        &self,
         mut tick: impl FnMut(&ReplayStatus),
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<ReplayJob> {
-        tokio::pin!(stop);
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<ReplayJob>> {
         let mut since_checkpoint = 0u32;
         loop {
             if self.is_complete()? {
                 let mut job = self.job();
-                let t = Arc::clone(&self.tenant);
-                self.forwarder.shutdown(Duration::from_secs(1)).await;
-                finish(&t, &mut job, JobState::Done)?;
-                return Ok(job);
+                finish(&self.tenant, &mut job, JobState::Done)?;
+                tick(&status(&self.tenant, &job)?);
+                tracing::info!(tenant = %self.tenant.id(), job = %job.name, sent = job.sent_samples, "replay done");
+                return Ok(Some(job));
             }
             tick(&self.status()?);
             since_checkpoint += 1;
@@ -549,22 +548,33 @@ impl ReplayRun {
                 since_checkpoint = 0;
                 self.checkpoint()?;
             }
+            if *stop.borrow() {
+                self.stop().await;
+                self.checkpoint()?;
+                return Ok(None);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = &mut stop => {
-                    self.checkpoint()?;
-                    let job = self.job();
-                    self.forwarder.shutdown(Duration::from_secs(5)).await;
-                    return Ok(job);
-                }
+                _ = stop.changed() => {}
             }
         }
     }
 
+    /// Stops the forwarder (an unfinished batch stays in flight), waiting at most 10 s.
+    pub async fn stop(&self) {
+        self.forwarder.stop();
+        for _ in 0..200 {
+            if self.forwarder.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the forwarder and cancels the job.
-    pub async fn cancel(self) -> Result<ReplayJob> {
+    pub async fn cancel(&self) -> Result<ReplayJob> {
+        self.stop().await;
         let mut job = self.job();
-        self.forwarder.shutdown(Duration::from_secs(5)).await;
         finish(&self.tenant, &mut job, JobState::Cancelled)?;
         Ok(job)
     }

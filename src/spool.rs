@@ -618,6 +618,47 @@ impl Spool {
         Ok(current)
     }
 
+    /// Removes key id `key_id` from the tenant's keyring. Refuses the current key and any key
+    /// a retained segment of the log or of a dead-letter log still uses: removing it would
+    /// make that data unreadable (use [`Spool::erase_tenant`] to shred on purpose).
+    pub fn retire_key(&self, id: &TenantId, key_id: u32) -> Result<()> {
+        let t = self.tenant(id)?;
+        let refuse = |reason: String| -> Result<()> {
+            Err(Error::KeyInUse {
+                tenant: id.to_string(),
+                key_id,
+                reason,
+            })
+        };
+        let keys = t.wal.keys_snapshot();
+        if !keys.ids().contains(&key_id) {
+            return refuse("no such key id in the keyring".into());
+        }
+        if keys.current().key_id() == key_id {
+            return refuse("it is the current key: rotate first".into());
+        }
+        let used = t.wal.segments().iter().filter(|s| s.key_id == key_id).count();
+        if used > 0 {
+            return refuse(format!(
+                "{used} retained segments still use it; wait until retention deletes them"
+            ));
+        }
+        let dlq = t.wal.dir().parent().unwrap_or(t.wal.dir()).join("dlq");
+        if let Ok(entries) = std::fs::read_dir(&dlq) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if t.dead_letters(&name)?.key_ids().contains(&key_id) {
+                    return refuse(format!("the dead-letter log {name} still uses it"));
+                }
+            }
+        }
+        self.shared.keyring.remove(id, key_id)?;
+        if let Some(keys) = self.shared.keyring.load(id, false)? {
+            t.wal.set_keys(keys);
+        }
+        Ok(())
+    }
+
     /// The keyring store.
     pub fn keyring(&self) -> &Keyring {
         &self.shared.keyring

@@ -8,7 +8,9 @@
 //! type = "victoriametrics"                 # required
 //! url = "http://127.0.0.1:8428"            # the backend's own fields
 //! tenants = ["edge-1"]                     # default: every tenant
-//! start = "earliest"                       # where a new cursor starts: now (default) | earliest
+//! start = "earliest"                       # where a new cursor starts: now (default) |
+//!                                          # earliest | an RFC 3339 time (time index)
+//! max_age = "1h"                           # the backend's time window (docs/replay.md)
 //! batch = { max_samples = 10000, linger = "1s" }
 //! rate_limit = { samples_per_second = 50000 }
 //! backoff = { min = "100ms", max = "5s" }
@@ -36,7 +38,15 @@ use crate::spool::StartAt;
 use crate::tenant::TenantId;
 
 /// The forwarding fields every backend table may hold.
-const COMMON: [&str; 6] = ["type", "tenants", "start", "batch", "rate_limit", "backoff"];
+const COMMON: [&str; 7] = [
+    "type",
+    "tenants",
+    "start",
+    "batch",
+    "rate_limit",
+    "backoff",
+    "max_age",
+];
 
 /// Backend types `type` accepts.
 pub const TYPES: &[&str] = &["file", "prometheus", "mimir", "victoriametrics", "influxdb"];
@@ -278,13 +288,51 @@ pub fn build(
         }
     };
     let tenants = tenants(&ctx, &common, settings)?;
-    let config = forwarder_config(&ctx, &common)?;
+    let mut config = forwarder_config(&ctx, &common)?;
+    let replay_max_age = match common.get("max_age") {
+        Some(v) => max_age(&ctx, v)?,
+        None => default_max_age(&kind, &rest),
+    };
+    // An explicit window applies to live forwarding too; the type's default only to replays
+    // (live data is young, and what a backend refuses goes to the dead-letter log).
+    if common.contains_key("max_age") {
+        config.max_age = replay_max_age;
+    }
     let backend = backend(&ctx, &kind, rest, settings)?;
     Ok(Route {
         backend,
         config,
         tenants,
+        replay_max_age,
     })
+}
+
+/// `max_age = "1h"` (a duration) or `"none"`.
+fn max_age(ctx: &Ctx<'_>, v: &toml::Value) -> Result<Option<Duration>, Problem> {
+    match v.as_str() {
+        Some("none") => Ok(None),
+        Some(s) => humantime::parse_duration(s)
+            .map(Some)
+            .map_err(|e| ctx.problem("max_age", format!("{s:?}: {e}; a duration or \"none\""))),
+        None => Err(ctx.problem("max_age", "a duration such as \"1h\", or \"none\"")),
+    }
+}
+
+/// The documented time window of a backend type (docs/replay.md): Prometheus and Mimir
+/// without an out-of-order window refuse samples about 1 h behind their newest; Datadog
+/// refuses points older than 1 h (without historical ingestion); New Relic drops points
+/// older than 48 h. The others have none we can state.
+fn default_max_age(kind: &str, rest: &toml::Table) -> Option<Duration> {
+    let ooo = rest
+        .get("out_of_order_window")
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(false);
+    match kind {
+        "prometheus" | "mimir" if !ooo => Some(Duration::from_secs(3600)),
+        "datadog" => Some(Duration::from_secs(3600)),
+        "newrelic" => Some(Duration::from_secs(48 * 3600)),
+        _ => None,
+    }
 }
 
 fn tenants(
@@ -316,7 +364,20 @@ fn forwarder_config(ctx: &Ctx<'_>, common: &toml::Table) -> Result<ForwarderConf
         c.start = match v.as_str() {
             Some("now") => StartAt::Now,
             Some("earliest") => StartAt::Earliest,
-            _ => return Err(ctx.problem("start", "must be \"now\" or \"earliest\"")),
+            Some(t) if humantime::parse_rfc3339_weak(t).is_ok() => {
+                let ms = humantime::parse_rfc3339_weak(t)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok())
+                    .ok_or_else(|| ctx.problem("start", "a time after 1970"))?;
+                StartAt::Time(ms)
+            }
+            _ => {
+                return Err(ctx.problem(
+                    "start",
+                    "must be \"now\", \"earliest\" or an RFC 3339 time",
+                ));
+            }
         };
     }
     if let Some(v) = common.get("batch") {

@@ -10,6 +10,7 @@
 
 pub mod backends;
 pub mod metrics;
+mod replay_api;
 pub mod server;
 pub mod settings;
 pub mod status;

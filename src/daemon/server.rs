@@ -8,7 +8,7 @@
 //! | `POST /api/v1/push` | application JSON (see `crate::ingest`) |
 //! | `GET /metrics` | OpenMetrics self-metrics |
 //! | `GET /healthz`, `GET /readyz` | process alive; logs open and not poisoned |
-//! | `/admin/...` | operator API (admin token) |
+//! | `/admin/...` | operator API (admin token); replay jobs in `replay_api.rs` |
 //!
 //! A request is acknowledged (2xx) only after its samples are durable under the tenant's
 //! durability policy. Every refusal changes nothing and says why in a text body.
@@ -139,11 +139,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/tenants/{tenant}/keys/rotate",
             post(admin_rotate_key),
         )
+        .route(
+            "/admin/tenants/{tenant}/replay",
+            get(super::replay_api::list).post(super::replay_api::submit),
+        )
+        .route(
+            "/admin/tenants/{tenant}/replay/{name}/cancel",
+            post(super::replay_api::cancel),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-type Params = Query<HashMap<String, String>>;
+pub(super) type Params = Query<HashMap<String, String>>;
 
 async fn remote_write(
     State(s): State<Arc<AppState>>,
@@ -491,7 +499,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 }
 
 #[allow(clippy::result_large_err, reason = "the error is the response itself")]
-fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(want) = &s.admin_token else {
         return Err((
             StatusCode::NOT_FOUND,
@@ -508,7 +516,7 @@ fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 #[allow(clippy::result_large_err, reason = "the error is the response itself")]
-fn tenant_of(s: &AppState, tenant: &str) -> Result<Arc<Tenant>, Response> {
+pub(super) fn tenant_of(s: &AppState, tenant: &str) -> Result<Arc<Tenant>, Response> {
     let id = TenantId::new(tenant)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())?;
     if !s.spool.tenants().contains(&id) {

@@ -208,6 +208,12 @@ impl DeadLetters {
     }
 
     /// Seals the dead-letter log.
+    /// Key ids of the dead-letter log's segments.
+    pub fn key_ids(&self) -> Vec<u32> {
+        self.wal.segments().iter().map(|s| s.key_id).collect()
+    }
+
+    /// Seals the log and stops its writer.
     pub fn close(&self) -> Result<()> {
         self.wal.close_blocking()
     }
