@@ -88,6 +88,16 @@ impl Server {
         s
     }
 
+    /// Prometheus without an out-of-order window: it refuses samples older than about 1 h
+    /// behind its newest.
+    pub fn prometheus_without_ooo() -> Self {
+        let s = Self::prometheus();
+        let cfg = s.dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+            .expect("write prometheus.yml");
+        s
+    }
+
     /// VictoriaMetrics 1.79; `dedup` adds `-dedup.minScrapeInterval=1ms`, which keeps one
     /// sample per (series, timestamp).
     pub fn victoria_metrics(dedup: bool) -> Self {
