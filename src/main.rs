@@ -70,7 +70,7 @@ enum Command {
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Send a range of a tenant's log to a backend again (docs/replay.md).
-    Replay(ReplayCli),
+    Replay(Box<ReplayCli>),
     /// Tenant data.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -706,7 +706,10 @@ fn replay_run(a: &ReplayArgs) -> Outcome {
             ("name", a.name.as_ref()),
         ]);
         let path = format!("/admin/tenants/{id}/replay?{q}");
-        println!("{}", admin_request(url, &a.daemon.admin_token_env, &path, true)?);
+        println!(
+            "{}",
+            admin_request(url, &a.daemon.admin_token_env, &path, true)?
+        );
         return Ok(true);
     }
     let req = ReplayRequest {
@@ -765,7 +768,11 @@ fn replay_run(a: &ReplayArgs) -> Outcome {
 fn replay_status(config: &ConfigArgs, d: &DaemonArgs, tenant: &str) -> Outcome {
     let id = TenantId::new(tenant)?;
     if let Some(url) = &d.url {
-        let v = admin_get(url, &d.admin_token_env, &format!("/admin/tenants/{id}/replay"))?;
+        let v = admin_get(
+            url,
+            &d.admin_token_env,
+            &format!("/admin/tenants/{id}/replay"),
+        )?;
         for j in v.as_array().into_iter().flatten() {
             println!("{j}");
         }

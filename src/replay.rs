@@ -272,11 +272,7 @@ fn store(tenant: &Tenant, job: &ReplayJob) -> Result<()> {
 /// Resolves a request into a job (offsets from the time index, the window, the samples too
 /// old for the backend), without storing it. Reads (and decrypts) only the records of the
 /// range that are too old, to count them.
-pub fn plan(
-    tenant: &Tenant,
-    req: &ReplayRequest,
-    max_age: Option<Duration>,
-) -> Result<ReplayJob> {
+pub fn plan(tenant: &Tenant, req: &ReplayRequest, max_age: Option<Duration>) -> Result<ReplayJob> {
     let now = crate::now_ms();
     let name = req
         .name
@@ -305,7 +301,11 @@ pub fn plan(
     }
     until = until.max(from);
     if lo >= hi {
-        return Err(invalid(tenant, &name, "the time range is empty (from >= until)"));
+        return Err(invalid(
+            tenant,
+            &name,
+            "the time range is empty (from >= until)",
+        ));
     }
     let max_age_ms = max_age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
     let cutoff = max_age_ms.map(|a| now.saturating_sub(i64::try_from(a).unwrap_or(i64::MAX)));
@@ -485,7 +485,8 @@ impl ReplayRun {
         route: &ForwarderConfig,
         job: ReplayJob,
     ) -> Result<Self> {
-        let forwarder = Forwarder::spawn(Arc::clone(&tenant), backend, job.forwarder_config(route))?;
+        let forwarder =
+            Forwarder::spawn(Arc::clone(&tenant), backend, job.forwarder_config(route))?;
         let base = (
             job.sent_samples,
             job.too_old_samples,

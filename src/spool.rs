@@ -637,7 +637,12 @@ impl Spool {
         if keys.current().key_id() == key_id {
             return refuse("it is the current key: rotate first".into());
         }
-        let used = t.wal.segments().iter().filter(|s| s.key_id == key_id).count();
+        let used = t
+            .wal
+            .segments()
+            .iter()
+            .filter(|s| s.key_id == key_id)
+            .count();
         if used > 0 {
             return refuse(format!(
                 "{used} retained segments still use it; wait until retention deletes them"

@@ -60,7 +60,11 @@ fn points(s: &common::Samples) -> BTreeSet<(String, i64)> {
         .collect()
 }
 
-async fn run_job(t: &Arc<Tenant>, backend: Arc<dyn Backend>, job: replay::ReplayJob) -> replay::ReplayJob {
+async fn run_job(
+    t: &Arc<Tenant>,
+    backend: Arc<dyn Backend>,
+    job: replay::ReplayJob,
+) -> replay::ReplayJob {
     let run = ReplayRun::start(Arc::clone(t), backend, &fwd_config("live"), job)
         .expect("the replay starts");
     let (_stop, rx) = tokio::sync::watch::channel(false);
@@ -81,7 +85,9 @@ async fn backfill_of_a_new_backend_from_earliest_sends_three_days_exactly_once()
     .await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let spool = common::open_spool(dir.path());
-    let t = spool.tenant(&TenantId::new("t1").expect("valid")).expect("tenant");
+    let t = spool
+        .tenant(&TenantId::new("t1").expect("valid"))
+        .expect("tenant");
     let set = three_days("backfill_samples", "t1");
     let t2 = Arc::clone(&t);
     let s2 = set.clone();
@@ -92,16 +98,21 @@ async fn backfill_of_a_new_backend_from_earliest_sends_three_days_exactly_once()
     c.max_samples = 5_000;
     let f = Forwarder::spawn(Arc::clone(&t), vm_backend(&vm.url()), c).expect("spawn");
     let end = t.wal().end_offset();
-    let done = common::wait_until_async(Duration::from_secs(120), Duration::from_millis(100), || {
-        f.stats().committed == end
-    })
-    .await;
+    let done =
+        common::wait_until_async(Duration::from_secs(120), Duration::from_millis(100), || {
+            f.stats().committed == end
+        })
+        .await;
     assert!(done.is_some(), "backfill stuck at {:?}", f.stats());
     f.shutdown(Duration::from_secs(5)).await;
 
     let (port, sel) = (vm.port, set.selector(None));
     let got = blocking(move || query::victoria_metrics(port, &sel, 4)).await;
-    assert_eq!(query::total(&got), set.len(), "every sample once (dedup off)");
+    assert_eq!(
+        query::total(&got),
+        set.len(),
+        "every sample once (dedup off)"
+    );
     assert!(query::diff(&set.expected(), &got).is_exact());
     blocking(move || spool.close().expect("close")).await;
 }
@@ -116,13 +127,16 @@ async fn time_range_replay_sends_exactly_the_two_hour_window_and_leaves_the_live
     .await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let spool = common::open_spool(dir.path());
-    let t = spool.tenant(&TenantId::new("t1").expect("valid")).expect("tenant");
+    let t = spool
+        .tenant(&TenantId::new("t1").expect("valid"))
+        .expect("tenant");
     let set = three_days("window_samples", "t1");
     let t2 = Arc::clone(&t);
     let s2 = set.clone();
     blocking(move || append(&t2, &s2)).await;
     // The backend's live cursor, somewhere in the middle: the replay must not move it.
-    t.register_consumer("live", StartAt::Offset(1234)).expect("register");
+    t.register_consumer("live", StartAt::Offset(1234))
+        .expect("register");
 
     let (lo, hi) = (set.ts(2000), set.ts(2000) + 2 * HOUR);
     let req = ReplayRequest {
@@ -136,8 +150,18 @@ async fn time_range_replay_sends_exactly_the_two_hour_window_and_leaves_the_live
 
     assert_eq!(job.state, JobState::Done);
     assert_eq!(job.sent_samples, 120 * 10);
-    assert_eq!(t.cursors().get("live").expect("get").expect("kept").committed, 1234);
-    assert!(t.cursors().get("replay.two-hours").expect("get").is_none(), "the job's cursor is gone");
+    assert_eq!(
+        t.cursors()
+            .get("live")
+            .expect("get")
+            .expect("kept")
+            .committed,
+        1234
+    );
+    assert!(
+        t.cursors().get("replay.two-hours").expect("get").is_none(),
+        "the job's cursor is gone"
+    );
     let (port, sel) = (vm.port, set.selector(None));
     let got = blocking(move || query::victoria_metrics(port, &sel, 4)).await;
     assert_eq!(query::total(&got), 1200, "exactly the window, once");
@@ -165,13 +189,22 @@ async fn replay_into_prometheus_counts_data_older_than_its_window_up_front_and_s
         prom.url()
     );
     let parsed: toml::Table = src.parse().expect("toml");
-    let table = toml::Spanned::new(0..src.len(), parsed["backends"]["prom"].as_table().expect("table").clone());
-    let route = metricspool::daemon::backends::build("prom", &table, &settings, &src).expect("route");
+    let table = toml::Spanned::new(
+        0..src.len(),
+        parsed["backends"]["prom"]
+            .as_table()
+            .expect("table")
+            .clone(),
+    );
+    let route =
+        metricspool::daemon::backends::build("prom", &table, &settings, &src).expect("route");
     assert_eq!(route.replay_max_age, Some(Duration::from_secs(3600)));
 
     let dir = tempfile::tempdir().expect("a temp dir");
     let spool = common::open_spool(dir.path());
-    let t = spool.tenant(&TenantId::new("t1").expect("valid")).expect("tenant");
+    let t = spool
+        .tenant(&TenantId::new("t1").expect("valid"))
+        .expect("tenant");
     let mut old = DataSet::new("window_old", "t1", 10, 100);
     old.step_ms = MINUTE;
     old.start_ms = (common::now_ms() - 72 * HOUR) / MINUTE * MINUTE;
@@ -200,14 +233,23 @@ async fn replay_into_prometheus_counts_data_older_than_its_window_up_front_and_s
     );
     let t0 = Instant::now();
     let job = run_job(&t, Arc::clone(&route.backend), job).await;
-    assert!(t0.elapsed() < Duration::from_secs(60), "not retried forever");
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "not retried forever"
+    );
     assert_eq!(job.state, JobState::Done);
     assert_eq!(job.sent_samples, 300);
-    assert_eq!(job.dead_letter_samples, 0, "nothing refused: the old data was never sent");
+    assert_eq!(
+        job.dead_letter_samples, 0,
+        "nothing refused: the old data was never sent"
+    );
 
     let (port, sel_r, sel_o) = (prom.port, recent.selector(None), old.selector(None));
     let (got_r, got_o) = blocking(move || {
-        (query::prometheus(port, &sel_r, "2h"), query::prometheus(port, &sel_o, "5d"))
+        (
+            query::prometheus(port, &sel_r, "2h"),
+            query::prometheus(port, &sel_o, "5d"),
+        )
     })
     .await;
     assert!(query::diff(&recent.expected(), &got_r).is_exact());
@@ -225,7 +267,10 @@ impl Setup {
     fn new(backends: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let key = dir.path().join("master.key");
-        MasterKey::generate().expect("key").write_new_file(&key).expect("write key");
+        MasterKey::generate()
+            .expect("key")
+            .write_new_file(&key)
+            .expect("write key");
         let config = dir.path().join("metricspool.toml");
         let text = format!(
             "[logging]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n{backends}\n",
@@ -266,7 +311,9 @@ fn replay_killed_three_times_resumes_without_gaps_or_duplicates() {
     let set = three_days("kill9_samples", "t1");
     let end = {
         let spool = setup.spool();
-        let t = spool.tenant(&TenantId::new("t1").expect("valid")).expect("tenant");
+        let t = spool
+            .tenant(&TenantId::new("t1").expect("valid"))
+            .expect("tenant");
         append(&t, &set);
         let end = t.wal().end_offset();
         drop(t);
@@ -275,7 +322,17 @@ fn replay_killed_three_times_resumes_without_gaps_or_duplicates() {
     };
     let until = end.to_string();
     let args = [
-        "replay", "--tenant", "t1", "--to", "vm", "--from", "0", "--until", until.as_str(), "--name", "k9",
+        "replay",
+        "--tenant",
+        "t1",
+        "--to",
+        "vm",
+        "--from",
+        "0",
+        "--until",
+        until.as_str(),
+        "--name",
+        "k9",
     ];
     let mut last = 0;
     for round in 0..3 {
@@ -293,8 +350,14 @@ fn replay_killed_three_times_resumes_without_gaps_or_duplicates() {
         let (code, out, err) = setup.cli(&["replay", "status", "--tenant", "t1"]);
         assert_eq!(code, 0, "{err}");
         let committed = committed_of(out.lines().next().expect("one job"));
-        assert!(committed >= last, "round {round}: a cursor never moves back");
-        assert!(committed < end, "round {round}: killed before the end ({committed})");
+        assert!(
+            committed >= last,
+            "round {round}: a cursor never moves back"
+        );
+        assert!(
+            committed < end,
+            "round {round}: killed before the end ({committed})"
+        );
         last = committed;
     }
     assert!(last > 0, "progress was made between kills");
@@ -306,7 +369,11 @@ fn replay_killed_three_times_resumes_without_gaps_or_duplicates() {
     let got = query::victoria_metrics(vm.port, &sel, 4);
     let want = points(&set.expected());
     assert_eq!(points(&got), want, "no gaps, nothing extra");
-    assert_eq!(query::count_over_time(vm.port, &sel, "4d"), set.len() as u64, "no duplicates after dedup");
+    assert_eq!(
+        query::count_over_time(vm.port, &sel, "4d"),
+        set.len() as u64,
+        "no duplicates after dedup"
+    );
 }
 
 fn contains(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
@@ -332,7 +399,9 @@ fn tenant_erase_leaves_no_plaintext_and_dump_says_the_key_was_erased() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     {
         let spool = setup.spool();
-        let t = spool.tenant(&TenantId::new("t1").expect("valid")).expect("tenant");
+        let t = spool
+            .tenant(&TenantId::new("t1").expect("valid"))
+            .expect("tenant");
         let set = DataSet::new("secret_metric_name", "t1", 3, 50);
         append(&t, &set);
         // The file backend's export: plaintext under the data directory.
@@ -347,9 +416,11 @@ fn tenant_erase_leaves_no_plaintext_and_dump_says_the_key_was_erased() {
         let end = t.wal().end_offset();
         rt.block_on(async {
             let f = Forwarder::spawn(Arc::clone(&t), backend, c).expect("spawn");
-            let done = common::wait_until_async(Duration::from_secs(30), Duration::from_millis(20), || {
-                f.stats().committed == end
-            })
+            let done = common::wait_until_async(
+                Duration::from_secs(30),
+                Duration::from_millis(20),
+                || f.stats().committed == end,
+            )
             .await;
             assert!(done.is_some());
             f.shutdown(Duration::from_secs(5)).await;
@@ -358,7 +429,10 @@ fn tenant_erase_leaves_no_plaintext_and_dump_says_the_key_was_erased() {
         spool.close().expect("close");
     }
     let needles: [&[u8]; 2] = [b"secret_metric_name", b"\"s\":\"2\""];
-    assert!(!contains(&setup.data(), needles[0]).is_empty(), "the export holds plaintext before");
+    assert!(
+        !contains(&setup.data(), needles[0]).is_empty(),
+        "the export holds plaintext before"
+    );
     let (code, out, _) = setup.cli(&["dump", "--tenant", "t1"]);
     assert_eq!(code, 0);
     assert!(out.contains("secret_metric_name"));
@@ -366,7 +440,12 @@ fn tenant_erase_leaves_no_plaintext_and_dump_says_the_key_was_erased() {
     let (code, out, err) = setup.cli(&["tenant", "erase", "t1"]);
     assert_eq!(code, 0, "{out}{err}");
     for n in needles {
-        assert_eq!(contains(&setup.data(), n), Vec::<PathBuf>::new(), "{}", String::from_utf8_lossy(n));
+        assert_eq!(
+            contains(&setup.data(), n),
+            Vec::<PathBuf>::new(),
+            "{}",
+            String::from_utf8_lossy(n)
+        );
     }
     let (code, _, err) = setup.cli(&["dump", "--tenant", "t1"]);
     assert_ne!(code, 0);

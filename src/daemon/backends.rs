@@ -373,10 +373,9 @@ fn forwarder_config(ctx: &Ctx<'_>, common: &toml::Table) -> Result<ForwarderConf
                 StartAt::Time(ms)
             }
             _ => {
-                return Err(ctx.problem(
-                    "start",
-                    "must be \"now\", \"earliest\" or an RFC 3339 time",
-                ));
+                return Err(
+                    ctx.problem("start", "must be \"now\", \"earliest\" or an RFC 3339 time")
+                );
             }
         };
     }

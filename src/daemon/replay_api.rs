@@ -21,9 +21,9 @@ fn bad(e: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
 }
 
-fn bound(q: &Params, key: &str) -> Result<Option<Bound>, Response> {
+fn bound(q: &Params, key: &str) -> Result<Option<Bound>, String> {
     q.get(key)
-        .map(|v| Bound::parse(v).map_err(|e| bad(format!("{key}: {e}"))))
+        .map(|v| Bound::parse(v).map_err(|e| format!("{key}: {e}")))
         .transpose()
 }
 
@@ -51,7 +51,7 @@ pub(super) async fn submit(
             from,
             until,
         },
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return bad(e),
     };
     let f = Arc::clone(&s.forwarding);
     let id = t.id().clone();

@@ -588,7 +588,8 @@ impl Inner {
         if let BatchMode::Batch { linger } = self.config.mode {
             let deadline = tokio::time::Instant::now() + linger;
             // A bounded run never waits for data past its end.
-            let wanted = (next + self.config.max_samples as u64).min(self.config.until.unwrap_or(u64::MAX));
+            let wanted =
+                (next + self.config.max_samples as u64).min(self.config.until.unwrap_or(u64::MAX));
             while *end_rx.borrow_and_update() < wanted {
                 tokio::select! {
                     r = end_rx.changed() => if r.is_err() { break },
@@ -633,14 +634,19 @@ impl Inner {
     /// Leaves out (and counts) the samples older than the backend's time window: the backend
     /// would refuse them, and retrying cannot make them younger.
     fn drop_too_old(&self, batch: Batch, age: Duration) -> Batch {
-        let cutoff = crate::now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        let cutoff =
+            crate::now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
         if batch.time_range().is_none_or(|(lo, _)| lo >= cutoff) {
             return batch;
         }
         let before = batch.sample_count();
         let mut kept = Batch::new();
         for e in batch.into_entries() {
-            let samples: Vec<_> = e.samples.into_iter().filter(|s| s.timestamp_ms >= cutoff).collect();
+            let samples: Vec<_> = e
+                .samples
+                .into_iter()
+                .filter(|s| s.timestamp_ms >= cutoff)
+                .collect();
             if !samples.is_empty() {
                 kept.push(e.series, e.kind, samples);
             }

@@ -93,8 +93,11 @@ impl Server {
     pub fn prometheus_without_ooo() -> Self {
         let s = Self::prometheus();
         let cfg = s.dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-            .expect("write prometheus.yml");
+        std::fs::write(
+            &cfg,
+            "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+        )
+        .expect("write prometheus.yml");
         s
     }
 
