@@ -451,3 +451,90 @@ fn tenant_erase_leaves_no_plaintext_and_dump_says_the_key_was_erased() {
     assert_ne!(code, 0);
     assert!(err.contains("key of tenant t1 was erased"), "{err}");
 }
+
+#[test]
+fn daemon_runs_a_submitted_replay_and_resumes_it_after_sigkill() {
+    use common::daemon::{DaemonProc, TOKEN_A, TOKEN_ADMIN};
+    let mut vm = Server::victoria_metrics(true);
+    vm.start();
+    let mut d = DaemonProc::new(&format!(
+        "{}\n[backends.vm]\ntype = \"victoriametrics\"\nurl = \"{}\"\nbatch = {{ max_samples = 200, linger = \"10ms\" }}\nrate_limit = {{ samples_per_second = 2000 }}\n",
+        DaemonProc::tenant("a", TOKEN_A, "[tenants.a.log]\nretention_keep_for = \"7d\""),
+        vm.url()
+    ));
+    let mut set = DataSet::new("daemon_replay", "a", 10, 600);
+    set.step_ms = MINUTE;
+    set.start_ms = (common::now_ms() - 20 * HOUR) / MINUTE * MINUTE;
+    let end = {
+        let key = MasterKey::from_file(&d.dir.path().join("master.key")).expect("key");
+        let spool = Spool::open(SpoolConfig::new(d.data(), key)).expect("open");
+        let t = spool
+            .tenant(&TenantId::new("a").expect("valid"))
+            .expect("tenant");
+        append(&t, &set);
+        let end = t.wal().end_offset();
+        drop(t);
+        spool.close().expect("close");
+        end
+    };
+    d.start();
+    let url = format!("http://127.0.0.1:{}", d.port);
+    let until = end.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_metricspool"))
+        .args([
+            "replay", "--url", &url, "--tenant", "a", "--to", "vm", "--from", "0",
+        ])
+        .args(["--until", &until, "--name", "d1"])
+        .env("METRICSPOOL_ADMIN_TOKEN", TOKEN_ADMIN)
+        .output()
+        .expect("run metricspool replay --url");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let auth = format!("Bearer {TOKEN_ADMIN}");
+    let before = d.req(
+        "GET",
+        "/admin/tenants/a/replay",
+        &[("authorization", &auth)],
+        b"",
+    );
+    d.kill();
+    assert!(
+        before.body.contains("\"state\":\"running\""),
+        "killed mid-job: {}",
+        before.body
+    );
+    d.start();
+    let done = common::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        let r = d.req(
+            "GET",
+            "/admin/tenants/a/replay",
+            &[("authorization", &auth)],
+            b"",
+        );
+        r.status == 200 && r.body.contains("\"state\":\"done\"")
+    });
+    assert!(done.is_some(), "the resumed job finishes: {}", d.log());
+    let r = d.req(
+        "GET",
+        "/admin/tenants/a/replay",
+        &[("authorization", &auth)],
+        b"",
+    );
+    let sel = set.selector(None);
+    let got = points(&query::victoria_metrics(vm.port, &sel, 2));
+    assert!(
+        got == points(&set.expected()),
+        "{} of {} points: {}",
+        got.len(),
+        set.len(),
+        r.body
+    );
+    assert_eq!(
+        query::count_over_time(vm.port, &sel, "2d"),
+        set.len() as u64
+    );
+}
