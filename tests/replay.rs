@@ -36,6 +36,16 @@ fn append(t: &Tenant, set: &DataSet) {
     }
 }
 
+/// [`append`], with a new segment every 6 hours of data.
+fn append_rolling(t: &Tenant, set: &DataSet) {
+    for (i, b) in set.batches(set.series * 60).iter().enumerate() {
+        t.append_blocking(b).expect("append");
+        if i % 6 == 5 {
+            t.wal().roll_blocking().expect("roll");
+        }
+    }
+}
+
 fn vm_backend(url: &str) -> Arc<dyn Backend> {
     Arc::new(VictoriaMetrics::new(VictoriaMetricsConfig::new(url)).expect("a valid config"))
 }
@@ -126,14 +136,14 @@ async fn time_range_replay_sends_exactly_the_two_hour_window_and_leaves_the_live
     })
     .await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let spool = common::open_spool(dir.path());
+    let spool = small_segments(dir.path());
     let t = spool
         .tenant(&TenantId::new("t1").expect("valid"))
         .expect("tenant");
     let set = three_days("window_samples", "t1");
     let t2 = Arc::clone(&t);
     let s2 = set.clone();
-    blocking(move || append(&t2, &s2)).await;
+    blocking(move || append_rolling(&t2, &s2)).await;
     // The backend's live cursor, somewhere in the middle: the replay must not move it.
     t.register_consumer("live", StartAt::Offset(1234))
         .expect("register");
@@ -146,6 +156,11 @@ async fn time_range_replay_sends_exactly_the_two_hour_window_and_leaves_the_live
         until: Some(Bound::Time(hi)),
     };
     let job = replay::create(&t, &req, None).expect("the job is created");
+    assert!(
+        job.from > 0 && job.until < t.wal().end_offset(),
+        "the time index narrowed the offsets to the segments of the window: {:?}",
+        job.range()
+    );
     let job = run_job(&t, vm_backend(&vm.url()), job).await;
 
     assert_eq!(job.state, JobState::Done);
@@ -305,7 +320,7 @@ fn replay_killed_three_times_resumes_without_gaps_or_duplicates() {
     let mut vm = Server::victoria_metrics(true);
     vm.start();
     let setup = Setup::new(&format!(
-        "[backends.vm]\ntype = \"victoriametrics\"\nurl = \"{}\"\nbatch = {{ max_samples = 500, linger = \"10ms\" }}\nrate_limit = {{ samples_per_second = 4000 }}\n",
+        "[backends.vm]\ntype = \"victoriametrics\"\nurl = \"{}\"\nbatch = {{ max_samples = 500, linger = \"10ms\" }}\nrate_limit = {{ samples_per_second = 2000 }}\n",
         vm.url()
     ));
     let set = three_days("kill9_samples", "t1");
@@ -537,4 +552,116 @@ fn daemon_runs_a_submitted_replay_and_resumes_it_after_sigkill() {
         query::count_over_time(vm.port, &sel, "2d"),
         set.len() as u64
     );
+}
+
+/// A spool whose segments roll every 64 KiB, so the time index has several entries.
+fn small_segments(dir: &Path) -> Spool {
+    let mut c = SpoolConfig::new(dir, MasterKey::from_bytes([7; 32]));
+    c.log.durability = metricspool::Durability::None;
+    c.log.segment_max_bytes = 64 << 10;
+    Spool::open(c).expect("the spool opens")
+}
+
+#[test]
+fn start_at_a_time_uses_the_time_index_and_misses_nothing_after_it() {
+    let settings = metricspool::daemon::settings::Settings::embedded();
+    let src = "[backends.f]\ntype = \"file\"\nstart = \"2026-11-01T00:00:00Z\"\nmax_age = \"2h\"\n";
+    let parsed: toml::Table = src.parse().expect("toml");
+    let table = toml::Spanned::new(
+        0..src.len(),
+        parsed["backends"]["f"].as_table().expect("table").clone(),
+    );
+    let route = metricspool::daemon::backends::build("f", &table, &settings, src).expect("route");
+    assert_eq!(route.config.start, StartAt::Time(1_793_491_200_000));
+    assert_eq!(
+        route.config.max_age,
+        Some(Duration::from_secs(7200)),
+        "explicit: live too"
+    );
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let spool = small_segments(dir.path());
+    let t = spool
+        .tenant(&TenantId::new("t1").expect("valid"))
+        .expect("tenant");
+    let set = three_days("start_at", "t1");
+    append_rolling(&t, &set);
+    assert!(t.wal().segments().len() > 3, "several segments");
+    let at = set.ts(3000);
+    let start = t
+        .register_consumer("from-time", StartAt::Time(at))
+        .expect("register")
+        .committed;
+    assert!(start > 0, "older segments are skipped");
+    let read = t
+        .wal()
+        .read_time_range(
+            i64::MIN,
+            at,
+            0,
+            metricspool::ReadLimits {
+                max_samples: 1 << 20,
+                max_bytes: u64::MAX,
+            },
+        )
+        .expect("read");
+    let before_start = read.offsets().filter(|&o| o < start).count();
+    let newer_before_start = t
+        .read_from(
+            0,
+            metricspool::ReadLimits {
+                max_samples: start as usize,
+                max_bytes: u64::MAX,
+            },
+        )
+        .expect("read")
+        .batch
+        .iter()
+        .filter(|(_, _, s)| s.timestamp_ms >= at)
+        .count();
+    assert_eq!(
+        newer_before_start, 0,
+        "no sample at or after the time lies before the start"
+    );
+    assert_eq!(
+        before_start as u64, start,
+        "everything before the start is older"
+    );
+    spool.close().expect("close");
+}
+
+#[test]
+fn keys_retire_refuses_a_key_that_retained_segments_still_use() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let spool = small_segments(dir.path());
+    let id = TenantId::new("t1").expect("valid");
+    let t = spool.tenant(&id).expect("tenant");
+    append(&t, &DataSet::new("retire", "t1", 2, 10));
+    let new = spool.rotate_key(&id).expect("rotate");
+    assert_eq!(new, 2);
+    t.append_blocking(&DataSet::new("retire2", "t1", 2, 10).batches(100)[0])
+        .expect("append");
+    let e = spool.retire_key(&id, 1).expect_err("segments use key 1");
+    assert!(
+        e.to_string().contains("retained segments still use it"),
+        "{e}"
+    );
+    let e = spool.retire_key(&id, 2).expect_err("current key");
+    assert!(e.to_string().contains("current key"), "{e}");
+    // Once retention has deleted every segment sealed with key 1, it can go.
+    t.register_consumer("done", StartAt::Now).expect("register");
+    for s in t.wal().segments().iter().filter(|s| s.key_id == 1) {
+        t.wal().delete_segment(s.base_offset).expect("delete");
+    }
+    spool.retire_key(&id, 1).expect("no longer used");
+    assert_eq!(
+        spool
+            .keyring()
+            .load(&id, false)
+            .expect("load")
+            .expect("keys")
+            .ids(),
+        vec![2]
+    );
+    spool.close().expect("close");
 }

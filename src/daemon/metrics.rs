@@ -372,6 +372,13 @@ impl LiveStats {
             &rows_u(|s| s.unsupported_samples as f64),
             true,
         )?;
+        gauge(
+            enc,
+            "forward_too_old_samples",
+            "Samples older than the backend's max_age, not sent",
+            &rows_u(|s| s.too_old_samples as f64),
+            true,
+        )?;
         let retries: Vec<_> = stats
             .iter()
             .flat_map(|s| {
