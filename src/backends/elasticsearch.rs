@@ -71,7 +71,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::http::{self, Auth};
+use super::http::{self, Auth, field_error};
 use super::prometheus::{self, ConfigError};
 use super::{Backend, BoxFuture, Outcome, RejectKind, RetryReason, SendRequest};
 use crate::sample::Series;
@@ -81,8 +81,8 @@ use crate::tenant::TenantId;
 /// Default index template: one index per tenant and UTC day.
 pub const DEFAULT_INDEX: &str = "metrics-{tenant}-{date}";
 
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 
 /// Largest bulk response read: 64 MiB. With `filter_path` an item takes about 40 bytes
 /// when it succeeded and about 250 when it failed, so this covers 250,000 failed items.
@@ -127,10 +127,6 @@ fn default_index() -> String {
 
 fn default_true() -> bool {
     true
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
 }
 
 fn default_item_retries() -> u32 {
@@ -180,7 +176,7 @@ pub struct ElasticsearchConfig {
     pub gzip: bool,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// 1 ms to 1 h.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
     /// How often items refused with 429 or 5xx are resent inside one send before the
     /// forwarder's own retry takes over. Default 3; 0 to 10.
@@ -232,13 +228,6 @@ impl std::fmt::Debug for Elasticsearch {
             .field("auth", &self.auth)
             .field("gzip", &self.gzip)
             .finish_non_exhaustive()
-    }
-}
-
-fn field_error(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        reason: reason.into(),
     }
 }
 

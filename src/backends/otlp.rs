@@ -70,8 +70,8 @@ pub const DEFAULT_URL: &str = "http://localhost:4318";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 20 << 20;
 /// Smallest `max_request_bytes`: 1 KiB.
 pub const MIN_MAX_REQUEST_BYTES: usize = 1 << 10;
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 /// Instrumentation scope name of every request.
 pub const SCOPE_NAME: &str = "metricspool";
 
@@ -374,7 +374,7 @@ pub struct OtlpConfig {
     #[serde(default = "default_service_name")]
     pub service_name: String,
     /// Resource attribute carrying the spool tenant id. Default `"tenant"`; empty: none.
-    #[serde(default = "default_tenant_attribute")]
+    #[serde(default = "http::default_tenant_label")]
     pub tenant_attribute: String,
     /// More resource attributes (string values), sent sorted by key. Default none; may not
     /// name `service.name` or the tenant attribute.
@@ -392,7 +392,7 @@ pub struct OtlpConfig {
     pub max_request_bytes: usize,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// more than zero.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
 }
 
@@ -404,16 +404,8 @@ fn default_service_name() -> String {
     SCOPE_NAME.to_owned()
 }
 
-fn default_tenant_attribute() -> String {
-    "tenant".to_owned()
-}
-
 fn default_max_request_bytes() -> usize {
     DEFAULT_MAX_REQUEST_BYTES
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
 }
 
 impl Default for OtlpConfig {
@@ -423,7 +415,7 @@ impl Default for OtlpConfig {
             compression: OtlpCompression::default(),
             headers: BTreeMap::new(),
             service_name: default_service_name(),
-            tenant_attribute: default_tenant_attribute(),
+            tenant_attribute: http::default_tenant_label(),
             resource_attributes: BTreeMap::new(),
             out_of_order: false,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,

@@ -5,6 +5,7 @@
 use std::io::Read as _;
 use std::sync::Arc;
 
+use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
