@@ -67,7 +67,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -282,14 +282,7 @@ impl Elasticsearch {
         if config.item_retries > 10 {
             return Err(field_error("item_retries", "it must be 0 to 10"));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        if config.gzip {
-            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
+        let headers = http::body_headers("application/x-ndjson", config.gzip);
         let mut bulk_url = prometheus::join_path(&base, "_bulk");
         bulk_url
             .query_pairs_mut()

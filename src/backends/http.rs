@@ -333,26 +333,44 @@ pub async fn execute_bounded(
     rb: reqwest::RequestBuilder,
     limit: usize,
 ) -> Result<RawAnswer, Outcome> {
-    let mut resp = rb.send().await.map_err(transport_error)?;
+    let resp = rb.send().await.map_err(transport_error)?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let mut body = Vec::new();
-    let mut truncated = false;
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-        let room = limit - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            truncated = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let (body, truncated) = read_capped(resp, limit).await?;
     Ok(RawAnswer {
         status,
         headers,
         body,
         truncated,
     })
+}
+
+/// POSTs `body` with `headers` and reads the answer as [`execute_bounded`] does.
+pub(crate) async fn post_bounded(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<RawAnswer, Outcome> {
+    let rb = client.post(url.clone()).headers(headers.clone()).body(body);
+    execute_bounded(rb, limit).await
+}
+
+/// The fixed headers of a backend that posts `content_type` bodies, gzipped when `gzip`.
+pub(crate) fn body_headers(content_type: &'static str, gzip: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    if gzip {
+        headers.insert(
+            reqwest::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    headers
 }
 
 /// Gzip of `data`, deterministic (no file name, mtime 0), at the fast level: the vendor

@@ -309,12 +309,7 @@ impl NewRelic {
             return too_large(json.points, body.len());
         }
         let bytes = body.len() as u64;
-        let rb = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body);
-        match http::execute_bounded(rb, MAX_ANSWER).await {
+        match http::post_bounded(&self.client, &self.url, &self.headers, body, MAX_ANSWER).await {
             Ok(answer) => classify(&answer, bytes, json.skipped),
             Err(outcome) => outcome,
         }

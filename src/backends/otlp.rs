@@ -747,12 +747,7 @@ impl Otlp {
             OtlpCompression::None => raw,
         };
         let bytes = body.len() as u64;
-        let rb = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body);
-        match http::execute_bounded(rb, MAX_ANSWER).await {
+        match http::post_bounded(&self.client, &self.url, &self.headers, body, MAX_ANSWER).await {
             Ok(answer) => classify(&answer, bytes, skipped),
             Err(outcome) => outcome,
         }
@@ -760,19 +755,13 @@ impl Otlp {
 
     /// Over `max_request_bytes`: split the batch, unless it is one point.
     fn too_large(&self, points: u64, bytes: usize) -> Outcome {
-        let kind = if points > 1 {
-            RejectKind::TooLarge
-        } else {
-            RejectKind::Permanent
-        };
-        Outcome::Rejected {
-            kind,
-            status: None,
-            reason: format!(
+        http::over_size_limit(
+            points,
+            format!(
                 "the request would be {bytes} bytes with {points} point(s); max_request_bytes is {}",
                 self.max_request_bytes
             ),
-        }
+        )
     }
 }
 

@@ -45,7 +45,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -241,14 +241,7 @@ impl Splunk {
             )?;
             check_duration("ack.timeout", a.timeout, ms, Duration::from_secs(3600))?;
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if config.gzip {
-            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
+        let headers = http::body_headers("application/json", config.gzip);
         let path = match config.endpoint {
             HecEndpoint::Collector => "services/collector",
             HecEndpoint::Event => "services/collector/event",
