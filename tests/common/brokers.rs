@@ -3,13 +3,17 @@
 //! process and removes the dir. A broker can be stopped (SIGTERM) and started again on the
 //! same port over the same store (outage tests).
 
+use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
 use super::servers::free_port;
-use super::{http, process};
+use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
+use metricspool::{Batch, MetricKind, Sample, Series, StartAt, Tenant};
+
+use super::{DataSet, http, process};
 
 /// Which broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,4 +158,89 @@ fn ready(kind: BrokerKind, port: u16, monitor_port: u16) -> bool {
         }
         BrokerKind::Mosquitto => TcpStream::connect(("127.0.0.1", port)).is_ok(),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// What the NATS and MQTT end-to-end tests share
+// ---------------------------------------------------------------------------------------
+
+/// A forwarder config for the broker tests: from the earliest offset, batches of at most
+/// 500 samples after a 20 ms linger, retries from 50 to 300 ms.
+pub fn forwarder_config(name: &str) -> ForwarderConfig {
+    let mut c = ForwarderConfig::new(name);
+    c.start = StartAt::Earliest;
+    c.max_samples = 500;
+    c.mode = BatchMode::Batch {
+        linger: Duration::from_millis(20),
+    };
+    c.backoff = BackoffConfig {
+        min: Duration::from_millis(50),
+        max: Duration::from_millis(300),
+        max_retry_after: Duration::from_secs(5),
+    };
+    c
+}
+
+/// True once the forwarder committed everything the tenant's log holds.
+pub fn caught_up(f: &Forwarder, t: &Tenant) -> bool {
+    f.stats().committed == t.wal().end_offset()
+}
+
+/// Waits up to `secs` until [`caught_up`]; fails the test otherwise.
+pub async fn wait_caught_up(f: &Forwarder, t: &Tenant, secs: u64) {
+    let done =
+        super::wait_until_async(Duration::from_secs(secs), Duration::from_millis(20), || {
+            caught_up(f, t)
+        })
+        .await;
+    assert!(
+        done.is_some(),
+        "the forwarder did not catch up: {:?}",
+        f.stats()
+    );
+}
+
+/// The key [`expected`] files a sample of a message body (`message::encode_json`) under:
+/// `name{s=..,g=..,tenant=..}`.
+pub fn sample_key(sample: &serde_json::Value) -> String {
+    let labels = &sample["labels"];
+    format!(
+        "{}{{s={},g={},tenant={}}}",
+        sample["name"].as_str().expect("name"),
+        labels["s"].as_str().unwrap_or_default(),
+        labels["g"].as_str().unwrap_or_default(),
+        labels["tenant"].as_str().unwrap_or_default(),
+    )
+}
+
+/// Every sample of the data set: ([`sample_key`], timestamp) to value.
+pub fn expected(set: &DataSet) -> BTreeMap<(String, i64), f64> {
+    let mut out = BTreeMap::new();
+    for s in 0..set.series {
+        let key = format!(
+            "{}{{s={s},g={},tenant={}}}",
+            set.metric,
+            s % super::GROUPS,
+            set.tenant
+        );
+        for i in 0..set.per_series {
+            out.insert((key.clone(), set.ts(i)), set.value(s, i));
+        }
+    }
+    out
+}
+
+/// Ten counters `resend{s="0".."9"}`, one sample each: the batch the resend tests send
+/// twice.
+pub fn resend_batch() -> Batch {
+    let mut b = Batch::new();
+    for i in 0..10 {
+        let s = Series::new("resend", [("s", i.to_string())]).expect("valid");
+        b.push_one(
+            s,
+            MetricKind::Counter,
+            Sample::new(1_700_000_000_000 + i, i as f64),
+        );
+    }
+    b
 }
