@@ -350,23 +350,34 @@ pub(crate) async fn wait_committed(f: &Forwarder, end: u64) {
     }
 }
 
-/// Appends ten gauges `m{i="0".."9"}`, one sample each at `ts_ms`, to a fresh harness
-/// tenant `t`; forwards them as `name` through the backend `backend` builds for the URL of a
-/// server answering `script`; waits until all of it is committed.
+/// Appends ten gauges `m{i="0".."9"}`, one sample each at `ts_ms`, and forwards them as
+/// [`forward_batch`] does.
 pub(crate) async fn forward_ten<B: super::Backend + 'static>(
     script: Vec<Canned>,
     name: &str,
     ts_ms: i64,
     backend: impl FnOnce(&str) -> B,
 ) -> (ScriptServer, Forwarder, Harness) {
-    let server = serve_script(script).await;
-    let h = harness("t");
     let mut batch = Batch::new();
     for i in 0..10 {
         let s = Series::new("m", [("i", i.to_string())]).expect("a valid series");
         batch.push_one(s, MetricKind::Gauge, Sample::new(ts_ms, f64::from(i)));
     }
-    let end = h.tenant.append(&batch).await.expect("append").end;
+    forward_batch(script, name, &batch, backend).await
+}
+
+/// Appends `batch` to a fresh harness tenant `t`; forwards it as `name` through the backend
+/// `backend` builds for the URL of a server answering `script`; waits until all of it is
+/// committed.
+pub(crate) async fn forward_batch<B: super::Backend + 'static>(
+    script: Vec<Canned>,
+    name: &str,
+    batch: &Batch,
+    backend: impl FnOnce(&str) -> B,
+) -> (ScriptServer, Forwarder, Harness) {
+    let server = serve_script(script).await;
+    let h = harness("t");
+    let end = h.tenant.append(batch).await.expect("append").end;
     let f = Forwarder::spawn(
         Arc::clone(&h.tenant),
         Arc::new(backend(&server.url)),

@@ -222,17 +222,9 @@ fn one_point_over_the_limit_is_permanent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_forwarder_an_over_limit_batch_is_split_and_every_part_arrives() {
-    let server = serve_script(vec![Canned::status(202).body(r#"{"errors":[]}"#)]).await;
-    let h = harness("t");
     let batch = testserver::incompressible_batch(3000, 300, recent_second());
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(datadog(&server.url)),
-        testserver::forwarder_config("dd"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
+    let accepted = Canned::status(202).body(r#"{"errors":[]}"#);
+    let (server, f, _h) = testserver::forward_batch(vec![accepted], "dd", &batch, datadog).await;
     let requests = server.requests();
     assert!(requests.len() >= 2, "split into parts");
     let mut total = 0;

@@ -2,13 +2,11 @@
 //! Metric API (docs.newrelic.com, "Report metrics via the Metric API") by local servers that
 //! answer as New Relic does. New Relic itself cannot run here: these are not end-to-end.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, harness, serve_script, tenant};
+use crate::backends::testserver::{self, Canned, tenant};
 use crate::forward::Forwarder;
 use crate::sample::{MetricKind, Sample};
 
@@ -138,17 +136,9 @@ async fn an_over_limit_batch_is_too_large_before_any_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_forwarder_an_over_limit_batch_is_split_and_every_part_arrives() {
-    let server = serve_script(vec![Canned::status(202).body(ACCEPTED)]).await;
-    let h = harness("t");
     let batch = testserver::incompressible_batch(4000, 400, recent());
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(newrelic(&server.url)),
-        testserver::forwarder_config("nr"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
+    let accepted = Canned::status(202).body(ACCEPTED);
+    let (server, f, _h) = testserver::forward_batch(vec![accepted], "nr", &batch, newrelic).await;
     let requests = server.requests();
     assert!(requests.len() >= 2, "split into parts");
     let mut total = 0;

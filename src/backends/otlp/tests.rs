@@ -3,11 +3,9 @@
 //! that answer as the specification says a receiver does. No real receiver runs here:
 //! these are not end-to-end.
 
-use std::sync::Arc;
-
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, harness, serve_script, tenant};
+use crate::backends::testserver::{self, Canned, tenant};
 use crate::forward::Forwarder;
 use crate::sample::Sample;
 
@@ -384,19 +382,14 @@ async fn a_batch_over_max_request_bytes_is_split_before_sending_and_every_part_a
         "refused before any request: {out:?}"
     );
 
-    let server = serve_script(vec![Canned::status(200)]).await;
-    let h = harness("t");
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let mut c = OtlpConfig::new(server.url.clone());
-    c.max_request_bytes = 2048;
-    c.compression = OtlpCompression::None;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(Otlp::new(c).expect("valid")),
-        testserver::forwarder_config("otlp"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
+    let script = vec![Canned::status(200)];
+    let (server, f, _h) = testserver::forward_batch(script, "otlp", &batch, |url| {
+        let mut c = OtlpConfig::new(url);
+        c.max_request_bytes = 2048;
+        c.compression = OtlpCompression::None;
+        Otlp::new(c).expect("valid")
+    })
+    .await;
     let requests = server.requests();
     assert!(requests.len() >= 2, "split into parts");
     let mut total = 0;
