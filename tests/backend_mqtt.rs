@@ -10,29 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::brokers::Broker;
+use common::brokers::{
+    Broker, expected, forwarder_config, resend_batch, sample_key, wait_caught_up,
+};
 use common::{DataSet, blocking};
 use metricspool::backends::mqtt::{Mqtt, MqttConfig};
 use metricspool::backends::{Backend, Outcome, RejectKind, SendRequest};
-use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
-use metricspool::{Batch, MetricKind, Sample, Series, StartAt, Tenant, TenantId};
+use metricspool::forward::Forwarder;
+use metricspool::{Batch, MetricKind, Sample, Series, TenantId};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
-
-fn fwd_config(name: &str) -> ForwarderConfig {
-    let mut c = ForwarderConfig::new(name);
-    c.start = StartAt::Earliest;
-    c.max_samples = 500;
-    c.mode = BatchMode::Batch {
-        linger: Duration::from_millis(20),
-    };
-    c.backoff = BackoffConfig {
-        min: Duration::from_millis(50),
-        max: Duration::from_millis(300),
-        max_retry_after: Duration::from_secs(5),
-    };
-    c
-}
 
 fn mqtt_config(url: &str) -> MqttConfig {
     let mut c = MqttConfig::new(url);
@@ -79,16 +66,12 @@ fn parse(topic: &str, props: Vec<(String, String)>, payload: &[u8]) -> Received 
         .expect("samples")
         .iter()
         .map(|s| {
-            let l = &s["labels"];
-            let key = format!(
-                "{}{{s={},g={},tenant={}}}",
-                s["name"].as_str().unwrap_or_default(),
-                l["s"].as_str().unwrap_or_default(),
-                l["g"].as_str().unwrap_or_default(),
-                l["tenant"].as_str().unwrap_or_default()
-            );
             let ts = s["timestamp_ms"].as_i64().expect("timestamp");
-            (key, ts, s["value"].as_f64().expect("a finite value"))
+            (
+                sample_key(s),
+                ts,
+                s["value"].as_f64().expect("a finite value"),
+            )
         })
         .collect();
     let r = Received {
@@ -172,39 +155,6 @@ impl Subscriber {
     }
 }
 
-fn expected(set: &DataSet) -> BTreeMap<(String, i64), f64> {
-    let mut out = BTreeMap::new();
-    for s in 0..set.series {
-        let key = format!(
-            "{}{{s={s},g={},tenant={}}}",
-            set.metric,
-            s % common::GROUPS,
-            set.tenant
-        );
-        for i in 0..set.per_series {
-            out.insert((key.clone(), set.ts(i)), set.value(s, i));
-        }
-    }
-    out
-}
-
-fn caught_up(f: &Forwarder, t: &Tenant) -> bool {
-    f.stats().committed == t.wal().end_offset()
-}
-
-async fn wait_caught_up(f: &Forwarder, t: &Tenant, secs: u64) {
-    let done =
-        common::wait_until_async(Duration::from_secs(secs), Duration::from_millis(20), || {
-            caught_up(f, t)
-        })
-        .await;
-    assert!(
-        done.is_some(),
-        "the forwarder did not catch up: {:?}",
-        f.stats()
-    );
-}
-
 /// Waits until the subscriber holds `n` samples over distinct batch ids.
 async fn wait_received(sub: &Subscriber, n: usize) {
     let ok = common::wait_until_async(Duration::from_secs(30), Duration::from_millis(20), || {
@@ -237,7 +187,7 @@ async fn batches_reach_a_subscriber_through_a_forwarder() {
         .tenant(&TenantId::new("t1").expect("valid"))
         .expect("the tenant opens");
     let mqtt: Arc<dyn Backend> = Arc::new(Mqtt::new(mqtt_config(&broker.url())).expect("valid"));
-    let f = Forwarder::spawn(Arc::clone(&t), mqtt, fwd_config("mqtt")).expect("starts");
+    let f = Forwarder::spawn(Arc::clone(&t), mqtt, forwarder_config("mqtt")).expect("starts");
     let set = DataSet::new("mqtt_e2e", "t1", 20, 250);
     for b in set.batches(1000) {
         t.append(&b).await.expect("appended");
@@ -259,19 +209,6 @@ async fn batches_reach_a_subscriber_through_a_forwarder() {
     f.shutdown(Duration::from_secs(5)).await;
 }
 
-fn one_batch() -> Batch {
-    let mut b = Batch::new();
-    for i in 0..10 {
-        let s = Series::new("resend", [("s", i.to_string())]).expect("valid");
-        b.push_one(
-            s,
-            MetricKind::Counter,
-            Sample::new(1_700_000_000_000 + i, i as f64),
-        );
-    }
-    b
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_batch_arrives_twice_with_the_same_batch_id_so_consumers_can_dedupe() {
     // MQTT has no end-to-end dedup: the resend after a crash before the cursor commit is
@@ -280,7 +217,7 @@ async fn a_resent_batch_arrives_twice_with_the_same_batch_id_so_consumers_can_de
     let broker = start_broker("", None).await;
     let sub = subscribe(broker.port).await;
     let mqtt = Mqtt::new(mqtt_config(&broker.url())).expect("valid");
-    let (t, batch) = (TenantId::new("t1").expect("valid"), one_batch());
+    let (t, batch) = (TenantId::new("t1").expect("valid"), resend_batch());
     let req = |resend| SendRequest {
         tenant: &t,
         batch: &batch,
@@ -317,7 +254,7 @@ async fn a_broker_outage_mid_stream_is_survived_without_loss() {
     let f = Forwarder::spawn(
         Arc::clone(&t),
         Arc::clone(&backend) as Arc<dyn Backend>,
-        fwd_config("mqtt"),
+        forwarder_config("mqtt"),
     )
     .expect("starts");
     let set = DataSet::new("mqtt_outage", "t1", 20, 300);
@@ -336,7 +273,7 @@ async fn a_broker_outage_mid_stream_is_survived_without_loss() {
         t.append(b).await.expect("appended");
     }
     // A send while the broker is down is a prompt network retry.
-    let (tid, probe) = (TenantId::new("probe").expect("valid"), one_batch());
+    let (tid, probe) = (TenantId::new("probe").expect("valid"), resend_batch());
     let t0 = std::time::Instant::now();
     let out = backend
         .send(SendRequest {
@@ -388,10 +325,14 @@ async fn denied_and_oversized_batches_are_dead_lettered_while_allowed_ones_arriv
     let denied = spool
         .tenant(&TenantId::new("denied").expect("valid"))
         .expect("opens");
-    let f_ok =
-        Forwarder::spawn(Arc::clone(&ok), Arc::clone(&mqtt), fwd_config("mqtt")).expect("starts");
-    let f_denied = Forwarder::spawn(Arc::clone(&denied), Arc::clone(&mqtt), fwd_config("mqtt"))
+    let f_ok = Forwarder::spawn(Arc::clone(&ok), Arc::clone(&mqtt), forwarder_config("mqtt"))
         .expect("starts");
+    let f_denied = Forwarder::spawn(
+        Arc::clone(&denied),
+        Arc::clone(&mqtt),
+        forwarder_config("mqtt"),
+    )
+    .expect("starts");
     let set = DataSet::new("mqtt_acl", "ok", 4, 25);
     for b in set.batches(100) {
         ok.append(&b).await.expect("appended");

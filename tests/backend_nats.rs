@@ -10,27 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::brokers::Broker;
+use common::brokers::{
+    Broker, expected, forwarder_config, resend_batch, sample_key, wait_caught_up,
+};
 use common::{DataSet, blocking};
 use metricspool::backends::nats::{Nats, NatsConfig};
 use metricspool::backends::{Backend, Outcome, RejectKind, RetryReason, SendRequest};
-use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
-use metricspool::{Batch, MetricKind, Sample, Series, StartAt, Tenant, TenantId};
-
-fn fwd_config(name: &str) -> ForwarderConfig {
-    let mut c = ForwarderConfig::new(name);
-    c.start = StartAt::Earliest;
-    c.max_samples = 500;
-    c.mode = BatchMode::Batch {
-        linger: Duration::from_millis(20),
-    };
-    c.backoff = BackoffConfig {
-        min: Duration::from_millis(50),
-        max: Duration::from_millis(300),
-        max_retry_after: Duration::from_secs(5),
-    };
-    c
-}
+use metricspool::forward::Forwarder;
+use metricspool::{Batch, MetricKind, Sample, Series, TenantId};
 
 fn nats_config(url: &str) -> NatsConfig {
     let mut c = NatsConfig::new(url);
@@ -38,23 +25,6 @@ fn nats_config(url: &str) -> NatsConfig {
     c.timeout = Duration::from_secs(2);
     c.connect_timeout = Duration::from_secs(1);
     c
-}
-
-fn caught_up(f: &Forwarder, t: &Tenant) -> bool {
-    f.stats().committed == t.wal().end_offset()
-}
-
-async fn wait_caught_up(f: &Forwarder, t: &Tenant, secs: u64) {
-    let done =
-        common::wait_until_async(Duration::from_secs(secs), Duration::from_millis(20), || {
-            caught_up(f, t)
-        })
-        .await;
-    assert!(
-        done.is_some(),
-        "the forwarder did not catch up: {:?}",
-        f.stats()
-    );
 }
 
 /// What the stream holds: message count, and every stored message's batch id and samples.
@@ -97,36 +67,13 @@ async fn read_stream(url: &str, stream: &str) -> StreamContent {
         let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("the body is JSON");
         assert_eq!(body["batch_id"].as_str(), Some(id.as_str()));
         for smp in body["samples"].as_array().expect("samples") {
-            let labels = &smp["labels"];
-            let key = format!(
-                "{}{{s={},g={},tenant={}}}",
-                smp["name"].as_str().expect("name"),
-                labels["s"].as_str().unwrap_or_default(),
-                labels["g"].as_str().unwrap_or_default(),
-                labels["tenant"].as_str().unwrap_or_default(),
-            );
+            let key = sample_key(smp);
             let ts = smp["timestamp_ms"].as_i64().expect("timestamp");
             let v = smp["value"].as_f64().expect("a finite value");
             out.samples.insert((key, ts), v);
             out.sample_count += 1;
         }
         out.ids.push(id);
-    }
-    out
-}
-
-fn expected(set: &DataSet) -> BTreeMap<(String, i64), f64> {
-    let mut out = BTreeMap::new();
-    for s in 0..set.series {
-        let key = format!(
-            "{}{{s={s},g={},tenant={}}}",
-            set.metric,
-            s % common::GROUPS,
-            set.tenant
-        );
-        for i in 0..set.per_series {
-            out.insert((key.clone(), set.ts(i)), set.value(s, i));
-        }
     }
     out
 }
@@ -157,7 +104,7 @@ async fn batches_reach_jetstream_exactly_once_through_a_forwarder() {
         .tenant(&TenantId::new("t1").expect("valid"))
         .expect("the tenant opens");
     let nats: Arc<dyn Backend> = Arc::new(Nats::new(nats_config(&broker.url())).expect("valid"));
-    let f = Forwarder::spawn(Arc::clone(&t), nats, fwd_config("nats")).expect("starts");
+    let f = Forwarder::spawn(Arc::clone(&t), nats, forwarder_config("nats")).expect("starts");
     let set = DataSet::new("nats_e2e", "t1", 20, 250);
     for b in set.batches(1000) {
         t.append(&b).await.expect("appended");
@@ -173,19 +120,6 @@ async fn batches_reach_jetstream_exactly_once_through_a_forwarder() {
     f.shutdown(Duration::from_secs(5)).await;
 }
 
-fn one_batch() -> Batch {
-    let mut b = Batch::new();
-    for i in 0..10 {
-        let s = Series::new("resend", [("s", i.to_string())]).expect("valid");
-        b.push_one(
-            s,
-            MetricKind::Counter,
-            Sample::new(1_700_000_000_000 + i, i as f64),
-        );
-    }
-    b
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_batch_is_acknowledged_as_a_duplicate_and_stored_once() {
     // The story: a forwarder sent a batch, JetStream stored it, and the process crashed
@@ -198,7 +132,7 @@ async fn a_resent_batch_is_acknowledged_as_a_duplicate_and_stored_once() {
     })
     .await;
     let nats = Nats::new(nats_config(&broker.url())).expect("valid");
-    let (t, batch) = (TenantId::new("t1").expect("valid"), one_batch());
+    let (t, batch) = (TenantId::new("t1").expect("valid"), resend_batch());
     let req = |resend| SendRequest {
         tenant: &t,
         batch: &batch,
@@ -248,7 +182,7 @@ async fn a_server_outage_mid_stream_is_survived_without_loss_or_duplicates() {
     let f = Forwarder::spawn(
         Arc::clone(&t),
         Arc::clone(&backend) as Arc<dyn Backend>,
-        fwd_config("nats"),
+        forwarder_config("nats"),
     )
     .expect("starts");
     let set = DataSet::new("nats_outage", "t1", 20, 300);
@@ -267,7 +201,7 @@ async fn a_server_outage_mid_stream_is_survived_without_loss_or_duplicates() {
     for b in &batches[third..2 * third] {
         t.append(b).await.expect("appended");
     }
-    let (tid, probe) = (TenantId::new("probe").expect("valid"), one_batch());
+    let (tid, probe) = (TenantId::new("probe").expect("valid"), resend_batch());
     let t0 = Instant::now();
     let out = backend
         .send(SendRequest {
@@ -326,7 +260,7 @@ async fn an_oversized_sample_is_dead_lettered_and_a_missing_stream_is_retried() 
     let mut c = nats_config(&broker.url());
     c.create_stream = false;
     let nats: Arc<dyn Backend> = Arc::new(Nats::new(c).expect("valid"));
-    let f = Forwarder::spawn(Arc::clone(&t), nats, fwd_config("nats")).expect("starts");
+    let f = Forwarder::spawn(Arc::clone(&t), nats, forwarder_config("nats")).expect("starts");
     let set = DataSet::new("nats_small", "t1", 4, 10);
     for b in set.batches(40) {
         t.append(&b).await.expect("appended");

@@ -47,7 +47,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, RawAnswer};
@@ -67,8 +67,8 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 pub const MAX_MAX_AGE: Duration = Duration::from_secs(465 * 86_400);
 /// Points further ahead of the local clock than this are not sent: 10 min.
 pub const MAX_AHEAD: Duration = Duration::from_secs(600);
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 
 /// The intake types of the v2 API (`MetricIntakeType`).
 const TYPE_UNSPECIFIED: u8 = 0;
@@ -116,7 +116,7 @@ pub struct DatadogConfig {
     pub compression: DatadogCompression,
     /// Tag carrying the spool tenant id (`tenant:<id>`). Default `"tenant"`; empty: no
     /// tenant tag.
-    #[serde(default = "default_tenant_tag")]
+    #[serde(default = "http::default_tenant_label")]
     pub tenant_tag: String,
     /// Label whose value becomes the point's host resource. Default `"host"`; empty: every
     /// label is a tag.
@@ -129,16 +129,12 @@ pub struct DatadogConfig {
     pub max_age: Duration,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// more than zero.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
 }
 
 fn default_site() -> String {
     "datadoghq.com".to_owned()
-}
-
-fn default_tenant_tag() -> String {
-    "tenant".to_owned()
 }
 
 fn default_host_label() -> String {
@@ -149,10 +145,6 @@ fn default_max_age() -> Duration {
     DEFAULT_MAX_AGE
 }
 
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
-}
-
 impl DatadogConfig {
     /// A configuration with `api_key` and every other field at its default.
     pub fn new(api_key: Secret) -> Self {
@@ -161,7 +153,7 @@ impl DatadogConfig {
             site: default_site(),
             url: None,
             compression: DatadogCompression::default(),
-            tenant_tag: default_tenant_tag(),
+            tenant_tag: http::default_tenant_label(),
             host_label: default_host_label(),
             max_age: DEFAULT_MAX_AGE,
             timeout: DEFAULT_TIMEOUT,
@@ -364,28 +356,14 @@ impl Datadog {
         };
         check_duration("max_age", config.max_age, MAX_MAX_AGE)?;
         check_duration("timeout", config.timeout, Duration::MAX)?;
-        let key = config.api_key.resolve().map_err(|e| ConfigError::Field {
-            field: "api_key",
-            reason: e.to_string(),
-        })?;
-        let mut key = HeaderValue::from_str(&key).map_err(|_| ConfigError::Field {
-            field: "api_key",
-            reason: "it is not a valid HTTP header value".to_owned(),
-        })?;
-        key.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(HeaderName::from_static("dd-api-key"), key);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(match config.compression {
+        let headers = http::api_key_headers(
+            "dd-api-key",
+            &config.api_key,
+            match config.compression {
                 DatadogCompression::Zstd => "zstd1",
                 DatadogCompression::Gzip => "gzip",
-            }),
-        );
+            },
+        )?;
         Ok(Self {
             url: prometheus::join_path(&base, "api/v2/series"),
             shape: Shape {
@@ -424,12 +402,7 @@ impl Datadog {
             return too_large(json.points, format!("{} compressed bytes", body.len()));
         }
         let bytes = body.len() as u64;
-        let rb = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body);
-        match http::execute_bounded(rb, MAX_ANSWER).await {
+        match http::post_bounded(&self.client, &self.url, &self.headers, body, MAX_ANSWER).await {
             Ok(answer) => classify(&answer, bytes, json.skipped),
             Err(outcome) => outcome,
         }
@@ -439,16 +412,10 @@ impl Datadog {
 /// Over Datadog's size limits: split the batch, unless it is one point.
 fn too_large(points: u64, what: String) -> Outcome {
     let limits = "Datadog accepts 512,000 compressed and less than 5,242,880 uncompressed bytes";
-    let kind = if points > 1 {
-        RejectKind::TooLarge
-    } else {
-        RejectKind::Permanent
-    };
-    Outcome::Rejected {
-        kind,
-        status: None,
-        reason: format!("the request would be {what} with {points} point(s); {limits}"),
-    }
+    http::over_size_limit(
+        points,
+        format!("the request would be {what} with {points} point(s); {limits}"),
+    )
 }
 
 /// `https://api.<site>` for a bare host name.
@@ -473,10 +440,10 @@ pub(crate) fn check_duration(
     max: Duration,
 ) -> Result<(), ConfigError> {
     if d.is_zero() || d > max {
-        return Err(ConfigError::Field {
+        return Err(http::field_error(
             field,
-            reason: format!("{d:?} is out of range (more than zero, at most {max:?})"),
-        });
+            format!("{d:?} is out of range (more than zero, at most {max:?})"),
+        ));
     }
     Ok(())
 }

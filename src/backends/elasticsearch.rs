@@ -67,11 +67,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::http::{self, Auth};
+use super::http::{self, Auth, field_error};
 use super::prometheus::{self, ConfigError};
 use super::{Backend, BoxFuture, Outcome, RejectKind, RetryReason, SendRequest};
 use crate::sample::Series;
@@ -81,8 +81,8 @@ use crate::tenant::TenantId;
 /// Default index template: one index per tenant and UTC day.
 pub const DEFAULT_INDEX: &str = "metrics-{tenant}-{date}";
 
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 
 /// Largest bulk response read: 64 MiB. With `filter_path` an item takes about 40 bytes
 /// when it succeeded and about 250 when it failed, so this covers 250,000 failed items.
@@ -127,10 +127,6 @@ fn default_index() -> String {
 
 fn default_true() -> bool {
     true
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
 }
 
 fn default_item_retries() -> u32 {
@@ -180,7 +176,7 @@ pub struct ElasticsearchConfig {
     pub gzip: bool,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// 1 ms to 1 h.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
     /// How often items refused with 429 or 5xx are resent inside one send before the
     /// forwarder's own retry takes over. Default 3; 0 to 10.
@@ -235,13 +231,6 @@ impl std::fmt::Debug for Elasticsearch {
     }
 }
 
-fn field_error(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        reason: reason.into(),
-    }
-}
-
 /// Resolves the configured credentials.
 fn resolve_auth(auth: Option<&EsAuth>) -> Result<Auth, ConfigError> {
     let secret = |s: &Secret| s.resolve().map_err(|e| field_error("auth", e.to_string()));
@@ -293,14 +282,7 @@ impl Elasticsearch {
         if config.item_retries > 10 {
             return Err(field_error("item_retries", "it must be 0 to 10"));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        if config.gzip {
-            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
+        let headers = http::body_headers("application/x-ndjson", config.gzip);
         let mut bulk_url = prometheus::join_path(&base, "_bulk");
         bulk_url
             .query_pairs_mut()

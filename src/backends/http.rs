@@ -6,10 +6,75 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::prometheus::ConfigError;
 use super::{Outcome, RejectKind, RetryReason};
+use crate::secret::Secret;
 
 /// Longest part of an error body kept for logs and dead letters.
 const MAX_DETAIL: usize = 512;
+
+/// Default request timeout of the HTTP backends.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serde default of the HTTP backends' `timeout` fields: [`DEFAULT_TIMEOUT`].
+pub(crate) fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+/// Serde default of the label, tag or attribute that carries the tenant id: `"tenant"`.
+pub(crate) fn default_tenant_label() -> String {
+    "tenant".to_owned()
+}
+
+/// A [`ConfigError::Field`] for `field`.
+pub(crate) fn field_error(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The fixed headers of a vendor JSON API that takes its key in a header of its own: the
+/// key read from `api_key` (marked sensitive, so it never shows in debug output), a JSON
+/// content type and `content_encoding`. Errors name the field `api_key`.
+pub(crate) fn api_key_headers(
+    key_header: &'static str,
+    api_key: &Secret,
+    content_encoding: &'static str,
+) -> Result<HeaderMap, ConfigError> {
+    let key = api_key
+        .resolve()
+        .map_err(|e| field_error("api_key", e.to_string()))?;
+    let mut key = HeaderValue::from_str(&key)
+        .map_err(|_| field_error("api_key", "it is not a valid HTTP header value"))?;
+    key.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(HeaderName::from_static(key_header), key);
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        reqwest::header::CONTENT_ENCODING,
+        HeaderValue::from_static(content_encoding),
+    );
+    Ok(headers)
+}
+
+/// A request over a vendor's size limit: split the batch (`TooLarge`), unless it is one
+/// point, which no split can make smaller (`Permanent`).
+pub(crate) fn over_size_limit(points: u64, reason: String) -> Outcome {
+    let kind = if points > 1 {
+        RejectKind::TooLarge
+    } else {
+        RejectKind::Permanent
+    };
+    Outcome::Rejected {
+        kind,
+        status: None,
+        reason,
+    }
+}
 
 /// Credentials sent with every request.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -268,26 +333,44 @@ pub async fn execute_bounded(
     rb: reqwest::RequestBuilder,
     limit: usize,
 ) -> Result<RawAnswer, Outcome> {
-    let mut resp = rb.send().await.map_err(transport_error)?;
+    let resp = rb.send().await.map_err(transport_error)?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let mut body = Vec::new();
-    let mut truncated = false;
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-        let room = limit - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            truncated = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let (body, truncated) = read_capped(resp, limit).await?;
     Ok(RawAnswer {
         status,
         headers,
         body,
         truncated,
     })
+}
+
+/// POSTs `body` with `headers` and reads the answer as [`execute_bounded`] does.
+pub(crate) async fn post_bounded(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<RawAnswer, Outcome> {
+    let rb = client.post(url.clone()).headers(headers.clone()).body(body);
+    execute_bounded(rb, limit).await
+}
+
+/// The fixed headers of a backend that posts `content_type` bodies, gzipped when `gzip`.
+pub(crate) fn body_headers(content_type: &'static str, gzip: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    if gzip {
+        headers.insert(
+            reqwest::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    headers
 }
 
 /// Gzip of `data`, deterministic (no file name, mtime 0), at the fast level: the vendor

@@ -46,14 +46,14 @@ use reqwest::Url;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::http::{self, Auth};
+use super::http::{self, Auth, field_error};
 use super::prometheus::{self, ConfigError};
 use super::{Backend, BoxFuture, Outcome, RejectKind, RetryReason, SendRequest};
 use crate::sample::{Batch, Series};
 use crate::secret::Secret;
 
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 
 /// Headers this backend sets itself.
 const RESERVED: [&str; 4] = [
@@ -161,10 +161,6 @@ fn default_retry() -> Vec<StatusSpec> {
     ]
 }
 
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
-}
-
 /// Configuration of an [`HttpGeneric`] backend (TOML: see `docs/backends/http.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,7 +196,7 @@ pub struct HttpGenericConfig {
     pub retry_status: Vec<StatusSpec>,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// 1 ms to 1 h.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
 }
 
@@ -243,13 +239,6 @@ impl std::fmt::Debug for HttpGeneric {
             .field("method", &self.method)
             .field("auth", &self.auth)
             .finish_non_exhaustive()
-    }
-}
-
-fn field_error(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        reason: reason.into(),
     }
 }
 

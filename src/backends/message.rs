@@ -24,9 +24,11 @@
 //! says so (NATS header `Content-Encoding: zstd`, MQTT user property `content-encoding`).
 
 use std::io::Write;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::{Outcome, RejectKind, RetryReason};
 use crate::sample::Batch;
 use crate::tenant::TenantId;
 
@@ -148,6 +150,53 @@ pub enum ConfigError {
 /// Expands `{tenant}` in a subject or topic template.
 pub fn expand(template: &str, tenant: &TenantId) -> String {
     template.replace("{tenant}", tenant.as_str())
+}
+
+/// A [`ConfigError::Field`] for `field`.
+pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Refuses a duration outside `lo..=hi`.
+pub(crate) fn check_duration(
+    name: &'static str,
+    d: Duration,
+    lo: Duration,
+    hi: Duration,
+) -> Result<(), ConfigError> {
+    if d < lo || d > hi {
+        return Err(field(name, format!("{d:?} is outside {lo:?} to {hi:?}")));
+    }
+    Ok(())
+}
+
+/// A retry without a broker-given delay.
+pub(crate) fn retry(reason: RetryReason, detail: impl Into<String>) -> Outcome {
+    Outcome::Retry {
+        reason,
+        retry_after: None,
+        detail: detail.into(),
+    }
+}
+
+/// A rejection without an HTTP status (brokers have none).
+pub(crate) fn rejected(kind: RejectKind, reason: impl Into<String>) -> Outcome {
+    Outcome::Rejected {
+        kind,
+        status: None,
+        reason: reason.into(),
+    }
+}
+
+/// A message of `size` bytes refused because the limit is `limit`.
+pub(crate) fn too_large(size: usize, limit: usize) -> Outcome {
+    rejected(
+        RejectKind::TooLarge,
+        format!("the message is {size} bytes, more than the limit of {limit}"),
+    )
 }
 
 #[cfg(test)]

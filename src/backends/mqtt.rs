@@ -64,7 +64,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::AbortHandle;
 
-use super::message::{self, Compression, ConfigError};
+use super::message::{
+    self, Compression, ConfigError, check_duration, field, rejected, retry, too_large,
+};
 use super::{Backend, BoxFuture, Outcome, RejectKind, RetryReason, SendRequest};
 use crate::secret::Secret;
 
@@ -187,25 +189,6 @@ impl std::fmt::Debug for Settings {
 pub struct Mqtt {
     settings: Settings,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
-}
-
-fn field(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn check_duration(
-    name: &'static str,
-    d: Duration,
-    lo: Duration,
-    hi: Duration,
-) -> Result<(), ConfigError> {
-    if d < lo || d > hi {
-        return Err(field(name, format!("{d:?} is outside {lo:?} to {hi:?}")));
-    }
-    Ok(())
 }
 
 fn parse_url(url: &str) -> Result<(String, u16), ConfigError> {
@@ -414,29 +397,6 @@ fn reason_name(r: u8) -> &'static str {
         0x99 => "payload format invalid",
         _ => "refused",
     }
-}
-
-fn retry(reason: RetryReason, detail: impl Into<String>) -> Outcome {
-    Outcome::Retry {
-        reason,
-        retry_after: None,
-        detail: detail.into(),
-    }
-}
-
-fn rejected(kind: RejectKind, reason: impl Into<String>) -> Outcome {
-    Outcome::Rejected {
-        kind,
-        status: None,
-        reason: reason.into(),
-    }
-}
-
-fn too_large(size: usize, limit: usize) -> Outcome {
-    rejected(
-        RejectKind::TooLarge,
-        format!("the message is {size} bytes, more than the limit of {limit}"),
-    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ use async_nats::connection::State;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use serde::Deserialize;
 
-use super::message::{self, Compression, ConfigError};
+use super::message::{
+    self, Compression, ConfigError, check_duration, field, rejected, retry, too_large,
+};
 use super::{Backend, BoxFuture, Outcome, RejectKind, RetryReason, SendRequest};
 use crate::secret::Secret;
 
@@ -200,30 +202,11 @@ pub struct Nats {
     first_attempts: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
-fn field(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        reason: reason.into(),
-    }
-}
-
 fn secret(name: &'static str, s: &Secret) -> Result<String, ConfigError> {
     s.resolve().map_err(|source| ConfigError::Secret {
         field: name,
         source,
     })
-}
-
-fn check_duration(
-    name: &'static str,
-    d: Duration,
-    lo: Duration,
-    hi: Duration,
-) -> Result<(), ConfigError> {
-    if d < lo || d > hi {
-        return Err(field(name, format!("{d:?} is outside {lo:?} to {hi:?}")));
-    }
-    Ok(())
 }
 
 impl Nats {
@@ -456,29 +439,6 @@ fn classify_api_error(e: &jetstream::context::PublishError) -> Outcome {
         ),
         None => retry(RetryReason::Network, format!("publish failed: {e}")),
     }
-}
-
-fn retry(reason: RetryReason, detail: impl Into<String>) -> Outcome {
-    Outcome::Retry {
-        reason,
-        retry_after: None,
-        detail: detail.into(),
-    }
-}
-
-fn rejected(kind: RejectKind, reason: impl Into<String>) -> Outcome {
-    Outcome::Rejected {
-        kind,
-        status: None,
-        reason: reason.into(),
-    }
-}
-
-fn too_large(size: usize, limit: usize) -> Outcome {
-    rejected(
-        RejectKind::TooLarge,
-        format!("the message is {size} bytes, more than the limit of {limit}"),
-    )
 }
 
 /// Size of the headers on the wire (`NATS/1.0\r\n`, `name: value\r\n`..., `\r\n`).

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::datadog::check_duration;
@@ -60,8 +60,8 @@ pub const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
 /// Points further ahead of the local clock than this are not sent: 24 h.
 pub const MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 
 /// Bytes of an answer read (`{"requestId": ...}` or a short error).
 const MAX_ANSWER: usize = 64 << 10;
@@ -99,7 +99,7 @@ pub struct NewRelicConfig {
     #[serde(default)]
     pub url: Option<String>,
     /// Common attribute carrying the spool tenant id. Default `"tenant"`; empty: none.
-    #[serde(default = "default_tenant_attribute")]
+    #[serde(default = "http::default_tenant_label")]
     pub tenant_attribute: String,
     /// Points older than this are not sent (counted as skipped). Default 48 h, New Relic's
     /// window; 1 s to 48 h.
@@ -107,20 +107,12 @@ pub struct NewRelicConfig {
     pub max_age: Duration,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// more than zero.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
-}
-
-fn default_tenant_attribute() -> String {
-    "tenant".to_owned()
 }
 
 fn default_max_age() -> Duration {
     DEFAULT_MAX_AGE
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
 }
 
 impl NewRelicConfig {
@@ -130,7 +122,7 @@ impl NewRelicConfig {
             api_key,
             region: NewRelicRegion::Us,
             url: None,
-            tenant_attribute: default_tenant_attribute(),
+            tenant_attribute: http::default_tenant_label(),
             max_age: DEFAULT_MAX_AGE,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -292,22 +284,7 @@ impl NewRelic {
         };
         check_duration("max_age", config.max_age, DEFAULT_MAX_AGE)?;
         check_duration("timeout", config.timeout, Duration::MAX)?;
-        let key = config.api_key.resolve().map_err(|e| ConfigError::Field {
-            field: "api_key",
-            reason: e.to_string(),
-        })?;
-        let mut key = HeaderValue::from_str(&key).map_err(|_| ConfigError::Field {
-            field: "api_key",
-            reason: "it is not a valid HTTP header value".to_owned(),
-        })?;
-        key.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(HeaderName::from_static("api-key"), key);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let headers = http::api_key_headers("api-key", &config.api_key, "gzip")?;
         Ok(Self {
             url: prometheus::join_path(&base, "metric/v1"),
             shape: Shape {
@@ -332,12 +309,7 @@ impl NewRelic {
             return too_large(json.points, body.len());
         }
         let bytes = body.len() as u64;
-        let rb = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body);
-        match http::execute_bounded(rb, MAX_ANSWER).await {
+        match http::post_bounded(&self.client, &self.url, &self.headers, body, MAX_ANSWER).await {
             Ok(answer) => classify(&answer, bytes, json.skipped),
             Err(outcome) => outcome,
         }
@@ -346,18 +318,12 @@ impl NewRelic {
 
 /// Over New Relic's size limit: split the batch, unless it is one point.
 fn too_large(points: u64, bytes: usize) -> Outcome {
-    let kind = if points > 1 {
-        RejectKind::TooLarge
-    } else {
-        RejectKind::Permanent
-    };
-    Outcome::Rejected {
-        kind,
-        status: None,
-        reason: format!(
+    http::over_size_limit(
+        points,
+        format!(
             "the request would be {bytes} compressed bytes with {points} point(s); New Relic accepts 1,000,000"
         ),
-    }
+    )
 }
 
 impl Backend for NewRelic {

@@ -70,8 +70,8 @@ pub const DEFAULT_URL: &str = "http://localhost:4318";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 20 << 20;
 /// Smallest `max_request_bytes`: 1 KiB.
 pub const MIN_MAX_REQUEST_BYTES: usize = 1 << 10;
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 /// Instrumentation scope name of every request.
 pub const SCOPE_NAME: &str = "metricspool";
 
@@ -374,7 +374,7 @@ pub struct OtlpConfig {
     #[serde(default = "default_service_name")]
     pub service_name: String,
     /// Resource attribute carrying the spool tenant id. Default `"tenant"`; empty: none.
-    #[serde(default = "default_tenant_attribute")]
+    #[serde(default = "http::default_tenant_label")]
     pub tenant_attribute: String,
     /// More resource attributes (string values), sent sorted by key. Default none; may not
     /// name `service.name` or the tenant attribute.
@@ -392,7 +392,7 @@ pub struct OtlpConfig {
     pub max_request_bytes: usize,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// more than zero.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
 }
 
@@ -404,16 +404,8 @@ fn default_service_name() -> String {
     SCOPE_NAME.to_owned()
 }
 
-fn default_tenant_attribute() -> String {
-    "tenant".to_owned()
-}
-
 fn default_max_request_bytes() -> usize {
     DEFAULT_MAX_REQUEST_BYTES
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
 }
 
 impl Default for OtlpConfig {
@@ -423,7 +415,7 @@ impl Default for OtlpConfig {
             compression: OtlpCompression::default(),
             headers: BTreeMap::new(),
             service_name: default_service_name(),
-            tenant_attribute: default_tenant_attribute(),
+            tenant_attribute: http::default_tenant_label(),
             resource_attributes: BTreeMap::new(),
             out_of_order: false,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
@@ -755,12 +747,7 @@ impl Otlp {
             OtlpCompression::None => raw,
         };
         let bytes = body.len() as u64;
-        let rb = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body);
-        match http::execute_bounded(rb, MAX_ANSWER).await {
+        match http::post_bounded(&self.client, &self.url, &self.headers, body, MAX_ANSWER).await {
             Ok(answer) => classify(&answer, bytes, skipped),
             Err(outcome) => outcome,
         }
@@ -768,19 +755,13 @@ impl Otlp {
 
     /// Over `max_request_bytes`: split the batch, unless it is one point.
     fn too_large(&self, points: u64, bytes: usize) -> Outcome {
-        let kind = if points > 1 {
-            RejectKind::TooLarge
-        } else {
-            RejectKind::Permanent
-        };
-        Outcome::Rejected {
-            kind,
-            status: None,
-            reason: format!(
+        http::over_size_limit(
+            points,
+            format!(
                 "the request would be {bytes} bytes with {points} point(s); max_request_bytes is {}",
                 self.max_request_bytes
             ),
-        }
+        )
     }
 }
 

@@ -45,19 +45,19 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::http::{self, Auth};
+use super::http::{self, Auth, field_error};
 use super::prometheus::{self, ConfigError};
 use super::{Backend, BoxFuture, Outcome, RetryReason, SendRequest};
 use crate::sample::{Batch, Label};
 use crate::secret::Secret;
 use crate::tenant::TenantId;
 
-/// Default request timeout: 30 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request timeout: 30 s, as every HTTP backend.
+pub const DEFAULT_TIMEOUT: Duration = http::DEFAULT_TIMEOUT;
 
 /// Default pause between acknowledgement polls: 1 s.
 pub const DEFAULT_ACK_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -90,10 +90,6 @@ fn default_ack_timeout() -> Duration {
 
 fn default_channel() -> String {
     "metricspool".to_owned()
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
 }
 
 /// Indexer acknowledgement settings (the HEC token must have `useACK` enabled).
@@ -150,7 +146,7 @@ pub struct SplunkConfig {
     pub gzip: bool,
     /// Request timeout (connect timeout: the smaller of this and 10 s). Default 30 s;
     /// 1 ms to 1 h.
-    #[serde(default = "default_timeout", with = "crate::secret::duration")]
+    #[serde(default = "http::default_timeout", with = "crate::secret::duration")]
     pub timeout: Duration,
     /// Indexer acknowledgement. Default none (a 200 is taken as delivered).
     #[serde(default)]
@@ -194,13 +190,6 @@ impl std::fmt::Debug for Splunk {
             .field("meta", &self.meta)
             .field("ack", &self.ack)
             .finish_non_exhaustive()
-    }
-}
-
-fn field_error(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        reason: reason.into(),
     }
 }
 
@@ -252,14 +241,7 @@ impl Splunk {
             )?;
             check_duration("ack.timeout", a.timeout, ms, Duration::from_secs(3600))?;
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if config.gzip {
-            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
+        let headers = http::body_headers("application/json", config.gzip);
         let path = match config.endpoint {
             HecEndpoint::Collector => "services/collector",
             HecEndpoint::Event => "services/collector/event",

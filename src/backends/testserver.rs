@@ -350,6 +350,92 @@ pub(crate) async fn wait_committed(f: &Forwarder, end: u64) {
     }
 }
 
+/// Appends ten gauges `m{i="0".."9"}`, one sample each at `ts_ms`, and forwards them as
+/// [`forward_batch`] does.
+pub(crate) async fn forward_ten<B: super::Backend + 'static>(
+    script: Vec<Canned>,
+    name: &str,
+    ts_ms: i64,
+    backend: impl FnOnce(&str) -> B,
+) -> (ScriptServer, Forwarder, Harness) {
+    let mut batch = Batch::new();
+    for i in 0..10 {
+        let s = Series::new("m", [("i", i.to_string())]).expect("a valid series");
+        batch.push_one(s, MetricKind::Gauge, Sample::new(ts_ms, f64::from(i)));
+    }
+    forward_batch(script, name, &batch, backend).await
+}
+
+/// Appends `batch` to a fresh harness tenant `t`; forwards it as `name` through the backend
+/// `backend` builds for the URL of a server answering `script`; waits until all of it is
+/// committed.
+pub(crate) async fn forward_batch<B: super::Backend + 'static>(
+    script: Vec<Canned>,
+    name: &str,
+    batch: &Batch,
+    backend: impl FnOnce(&str) -> B,
+) -> (ScriptServer, Forwarder, Harness) {
+    let server = serve_script(script).await;
+    let h = harness("t");
+    let end = h.tenant.append(batch).await.expect("append").end;
+    let f = Forwarder::spawn(
+        Arc::clone(&h.tenant),
+        Arc::new(backend(&server.url)),
+        forwarder_config(name),
+    )
+    .expect("spawn");
+    wait_committed(&f, end).await;
+    (server, f, h)
+}
+
+/// The word a status table names `out` by: `delivered`, `retry` (after checking it carries
+/// `retry_after`), `too large`, or `permanent` (after checking its reason quotes `body`).
+/// Any other outcome fails the test.
+pub(crate) fn outcome_word(
+    out: &super::Outcome,
+    retry_after: Duration,
+    body: &str,
+) -> &'static str {
+    use super::{Outcome, RejectKind};
+    match out {
+        Outcome::Delivered { .. } => "delivered",
+        Outcome::Retry {
+            retry_after: got, ..
+        } => {
+            assert_eq!(*got, Some(retry_after));
+            "retry"
+        }
+        Outcome::Rejected {
+            kind: RejectKind::TooLarge,
+            ..
+        } => "too large",
+        Outcome::Rejected {
+            kind: RejectKind::Permanent,
+            reason,
+            ..
+        } => {
+            assert!(reason.contains(body), "{reason}");
+            "permanent"
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A tenant id the test knows to be valid.
+pub(crate) fn tenant(s: &str) -> TenantId {
+    TenantId::new(s).expect("valid tenant")
+}
+
+/// The bytes inside a gzip body.
+pub(crate) fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
+}
+
 /// Retries the forwarder counted for `reason`.
 pub(crate) fn retries(f: &Forwarder, reason: crate::backends::RetryReason) -> u64 {
     f.stats()

@@ -3,16 +3,17 @@
 //! process and removes the dir. A broker can be stopped (SIGTERM) and started again on the
 //! same port over the same store (outage tests).
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
-use super::http;
 use super::servers::free_port;
+use metricspool::forward::{BackoffConfig, BatchMode, Forwarder, ForwarderConfig};
+use metricspool::{Batch, MetricKind, Sample, Series, StartAt, Tenant};
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{DataSet, http, process};
 
 /// Which broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,86 +114,133 @@ impl Broker {
         self.dir.path().join(format!("broker-{}.log", self.started))
     }
 
-    fn ready(&self) -> bool {
-        match self.kind {
-            BrokerKind::Nats => http::request(
-                "GET",
-                self.monitor_port,
-                "/healthz",
-                b"",
-                Duration::from_secs(2),
-            )
-            .is_ok_and(|r| r.status == 200),
-            BrokerKind::Mosquitto => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
-        }
-    }
-
     /// Starts the process and waits until it is ready.
     pub fn start(&mut self) -> &mut Self {
         assert!(self.child.is_none(), "{:?} is already running", self.kind);
         self.started += 1;
-        let log = File::create(self.log_path()).expect("create the broker log");
-        let child = Command::new(self.program)
-            .args(&self.args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} does not start (is it installed?): {e}", self.program));
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while !self.ready() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
-                    "{:?} exited with {status} before it was ready:\n{}",
-                    self.kind,
-                    self.log_tail()
-                );
-            }
-            assert!(
-                t0.elapsed() < READY_TIMEOUT,
-                "{:?} not ready after {READY_TIMEOUT:?}:\n{}",
-                self.kind,
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log_path();
+        let child = self.child.insert(process::spawn_logged(
+            self.program,
+            &self.args,
+            self.dir.path(),
+            &log,
+        ));
+        let (kind, port, monitor_port) = (self.kind, self.port, self.monitor_port);
+        process::wait_ready(&kind, child, &log, || ready(kind, port, monitor_port));
         self
     }
 
     /// Stops the process with SIGTERM (SIGKILL after 15 s); the store stays.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(child) = self.child.take() {
+            process::terminate(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// The end of the current log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let start = text.len().saturating_sub(3000);
-        text[text.floor_char_boundary(start)..].to_owned()
+        process::log_tail(&self.log_path())
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        process::kill(self.child.take());
+    }
+}
+
+/// The readiness check: NATS's `/healthz` on the monitoring port, mosquitto's listener.
+fn ready(kind: BrokerKind, port: u16, monitor_port: u16) -> bool {
+    match kind {
+        BrokerKind::Nats => {
+            http::request("GET", monitor_port, "/healthz", b"", Duration::from_secs(2))
+                .is_ok_and(|r| r.status == 200)
+        }
+        BrokerKind::Mosquitto => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What the NATS and MQTT end-to-end tests share
+// ---------------------------------------------------------------------------------------
+
+/// A forwarder config for the broker tests: from the earliest offset, batches of at most
+/// 500 samples after a 20 ms linger, retries from 50 to 300 ms.
+pub fn forwarder_config(name: &str) -> ForwarderConfig {
+    let mut c = ForwarderConfig::new(name);
+    c.start = StartAt::Earliest;
+    c.max_samples = 500;
+    c.mode = BatchMode::Batch {
+        linger: Duration::from_millis(20),
+    };
+    c.backoff = BackoffConfig {
+        min: Duration::from_millis(50),
+        max: Duration::from_millis(300),
+        max_retry_after: Duration::from_secs(5),
+    };
+    c
+}
+
+/// True once the forwarder committed everything the tenant's log holds.
+pub fn caught_up(f: &Forwarder, t: &Tenant) -> bool {
+    f.stats().committed == t.wal().end_offset()
+}
+
+/// Waits up to `secs` until [`caught_up`]; fails the test otherwise.
+pub async fn wait_caught_up(f: &Forwarder, t: &Tenant, secs: u64) {
+    let done =
+        super::wait_until_async(Duration::from_secs(secs), Duration::from_millis(20), || {
+            caught_up(f, t)
+        })
+        .await;
+    assert!(
+        done.is_some(),
+        "the forwarder did not catch up: {:?}",
+        f.stats()
+    );
+}
+
+/// The key [`expected`] files a sample of a message body (`message::encode_json`) under:
+/// `name{s=..,g=..,tenant=..}`.
+pub fn sample_key(sample: &serde_json::Value) -> String {
+    let labels = &sample["labels"];
+    format!(
+        "{}{{s={},g={},tenant={}}}",
+        sample["name"].as_str().expect("name"),
+        labels["s"].as_str().unwrap_or_default(),
+        labels["g"].as_str().unwrap_or_default(),
+        labels["tenant"].as_str().unwrap_or_default(),
+    )
+}
+
+/// Every sample of the data set: ([`sample_key`], timestamp) to value.
+pub fn expected(set: &DataSet) -> BTreeMap<(String, i64), f64> {
+    let mut out = BTreeMap::new();
+    for s in 0..set.series {
+        let key = format!(
+            "{}{{s={s},g={},tenant={}}}",
+            set.metric,
+            s % super::GROUPS,
+            set.tenant
+        );
+        for i in 0..set.per_series {
+            out.insert((key.clone(), set.ts(i)), set.value(s, i));
         }
     }
+    out
+}
+
+/// Ten counters `resend{s="0".."9"}`, one sample each: the batch the resend tests send
+/// twice.
+pub fn resend_batch() -> Batch {
+    let mut b = Batch::new();
+    for i in 0..10 {
+        let s = Series::new("resend", [("s", i.to_string())]).expect("valid");
+        b.push_one(
+            s,
+            MetricKind::Counter,
+            Sample::new(1_700_000_000_000 + i, i as f64),
+        );
+    }
+    b
 }

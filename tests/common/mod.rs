@@ -7,6 +7,7 @@ pub mod brokers;
 pub mod daemon;
 pub mod http;
 pub mod json;
+pub mod process;
 pub mod proxy;
 pub mod query;
 pub mod servers;

@@ -2,19 +2,15 @@
 //! server from PyPI), each on 127.0.0.1 with a free port and a temp data dir. Dropping a [`Server`] kills the process and removes the dir. A server can
 //! be stopped and started again on the same port over the same data (outage tests).
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
-use super::http;
+use super::{http, process};
 
 /// The database [`Server::influx`] creates at start.
 pub const INFLUX_DB: &str = "metricspool";
-
-/// How long a server may take to answer its readiness check.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A free TCP port on 127.0.0.1 (bound, then released: another process could take it
 /// before the server binds, which on a test machine practically never happens).
@@ -182,43 +178,18 @@ impl Server {
     pub fn start(&mut self) -> &mut Self {
         assert!(self.child.is_none(), "{:?} is already running", self.kind);
         self.started += 1;
-        let log = File::create(self.log_path()).expect("create the server log");
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} does not start (is it installed?): {e}", self.program));
-        self.child = Some(child);
-        let t0 = Instant::now();
-        loop {
-            if let Ok(r) = http::request(
-                "GET",
-                self.port,
-                self.ready_path,
-                b"",
-                Duration::from_secs(2),
-            ) && (200..300).contains(&r.status)
-            {
-                break;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
-                    "{:?} exited with {status} before it was ready:\n{}",
-                    self.kind,
-                    self.log_tail()
-                );
-            }
-            assert!(
-                t0.elapsed() < READY_TIMEOUT,
-                "{:?} not ready after {READY_TIMEOUT:?}:\n{}",
-                self.kind,
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log_path();
+        let child = self.child.insert(process::spawn_logged(
+            &self.program,
+            &self.args,
+            self.dir.path(),
+            &log,
+        ));
+        let (port, ready_path) = (self.port, self.ready_path);
+        process::wait_ready(&self.kind, child, &log, || {
+            http::request("GET", port, ready_path, b"", Duration::from_secs(2))
+                .is_ok_and(|r| (200..300).contains(&r.status))
+        });
         if self.kind == Kind::Influx {
             self.influx_query_post(&format!("CREATE DATABASE {INFLUX_DB}"));
         }
@@ -227,21 +198,9 @@ impl Server {
 
     /// Stops the process with SIGTERM (SIGKILL after 15 s); the data dir stays.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(child) = self.child.take() {
+            process::terminate(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// True while the process runs.
@@ -251,9 +210,7 @@ impl Server {
 
     /// The end of the current log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let start = text.len().saturating_sub(3000);
-        text[text.floor_char_boundary(start)..].to_owned()
+        process::log_tail(&self.log_path())
     }
 
     /// `POST /query?q=...` on InfluxDB (for statements that change state).
@@ -266,9 +223,6 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        process::kill(self.child.take());
     }
 }

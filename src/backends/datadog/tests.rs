@@ -2,21 +2,17 @@
 //! metrics v2 API (docs.datadoghq.com/api/latest/metrics/submit-metrics) by local servers
 //! that answer as Datadog does. Datadog itself cannot run here: these are not end-to-end.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
+use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, harness, serve_script};
+use crate::backends::testserver::{self, Canned, harness, serve_script, tenant};
 use crate::forward::Forwarder;
 use crate::sample::Sample;
-
-fn tenant(s: &str) -> TenantId {
-    TenantId::new(s).expect("valid tenant")
-}
 
 /// A config for `url` with the API key `key-123` in a secret file.
 fn config(url: &str) -> DatadogConfig {
@@ -37,13 +33,7 @@ fn recent_second() -> i64 {
 fn decoded(body: &[u8], encoding: Option<&str>) -> Value {
     let raw = match encoding {
         Some("zstd1") => zstd::stream::decode_all(body).expect("a zstd body"),
-        Some("gzip") => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .read_to_end(&mut out)
-                .expect("a gzip body");
-            out
-        }
+        Some("gzip") => testserver::gunzip(body),
         other => panic!("unexpected content-encoding {other:?}"),
     };
     serde_json::from_slice(&raw).expect("a JSON body")
@@ -232,17 +222,9 @@ fn one_point_over_the_limit_is_permanent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_forwarder_an_over_limit_batch_is_split_and_every_part_arrives() {
-    let server = serve_script(vec![Canned::status(202).body(r#"{"errors":[]}"#)]).await;
-    let h = harness("t");
     let batch = testserver::incompressible_batch(3000, 300, recent_second());
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(datadog(&server.url)),
-        testserver::forwarder_config("dd"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
+    let accepted = Canned::status(202).body(r#"{"errors":[]}"#);
+    let (server, f, _h) = testserver::forward_batch(vec![accepted], "dd", &batch, datadog).await;
     let requests = server.requests();
     assert!(requests.len() >= 2, "split into parts");
     let mut total = 0;
@@ -262,23 +244,7 @@ async fn through_a_forwarder_an_over_limit_batch_is_split_and_every_part_arrives
 async fn forward_through(
     script: Vec<Canned>,
 ) -> (testserver::ScriptServer, Forwarder, testserver::Harness) {
-    let server = serve_script(script).await;
-    let h = harness("t");
-    let mut batch = Batch::new();
-    let base = recent_second();
-    for i in 0..10 {
-        let s = series("m", &[("i", &i.to_string())]);
-        batch.push_one(s, MetricKind::Gauge, Sample::new(base, i as f64));
-    }
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(datadog(&server.url)),
-        testserver::forwarder_config("dd"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
-    (server, f, h)
+    testserver::forward_ten(script, "dd", recent_second(), datadog).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,26 +194,7 @@ async fn statuses_map_to_delivered_retry_too_large_and_permanent() {
     for &(status, want) in cases {
         let s = testserver::serve_once(status, &[("Retry-After", "3")], "why").await;
         let out = backend(&s.url).send(request(&t, &b)).await;
-        let got = match &out {
-            Outcome::Delivered { .. } => "delivered",
-            Outcome::Retry { retry_after, .. } => {
-                assert_eq!(*retry_after, Some(Duration::from_secs(3)));
-                "retry"
-            }
-            Outcome::Rejected {
-                kind: RejectKind::TooLarge,
-                ..
-            } => "too large",
-            Outcome::Rejected {
-                kind: RejectKind::Permanent,
-                reason,
-                ..
-            } => {
-                assert!(reason.contains("why"), "{reason}");
-                "permanent"
-            }
-            other => panic!("{other:?}"),
-        };
+        let got = testserver::outcome_word(&out, Duration::from_secs(3), "why");
         assert_eq!(got, want, "status {status}");
     }
 }

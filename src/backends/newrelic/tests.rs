@@ -2,22 +2,15 @@
 //! Metric API (docs.newrelic.com, "Report metrics via the Metric API") by local servers that
 //! answer as New Relic does. New Relic itself cannot run here: these are not end-to-end.
 
-use std::io::Read as _;
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, harness, serve_script};
+use crate::backends::testserver::{self, Canned, tenant};
 use crate::forward::Forwarder;
 use crate::sample::{MetricKind, Sample};
 
 const ACCEPTED: &str = r#"{"requestId":"f0e1d2c3-0000-4000-8000-000000000000"}"#;
-
-fn tenant(s: &str) -> TenantId {
-    TenantId::new(s).expect("valid tenant")
-}
 
 fn config(url: &str) -> NewRelicConfig {
     let mut c = NewRelicConfig::new(testserver::secret_file("nr.key", "NRAK-123\n"));
@@ -35,11 +28,7 @@ fn recent() -> i64 {
 }
 
 fn gunzip_json(body: &[u8]) -> Value {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .read_to_end(&mut raw)
-        .expect("a gzip body");
-    serde_json::from_slice(&raw).expect("a JSON body")
+    serde_json::from_slice(&testserver::gunzip(body)).expect("a JSON body")
 }
 
 fn points_in(v: &Value) -> usize {
@@ -147,17 +136,9 @@ async fn an_over_limit_batch_is_too_large_before_any_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_forwarder_an_over_limit_batch_is_split_and_every_part_arrives() {
-    let server = serve_script(vec![Canned::status(202).body(ACCEPTED)]).await;
-    let h = harness("t");
     let batch = testserver::incompressible_batch(4000, 400, recent());
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(newrelic(&server.url)),
-        testserver::forwarder_config("nr"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
+    let accepted = Canned::status(202).body(ACCEPTED);
+    let (server, f, _h) = testserver::forward_batch(vec![accepted], "nr", &batch, newrelic).await;
     let requests = server.requests();
     assert!(requests.len() >= 2, "split into parts");
     let mut total = 0;
@@ -173,22 +154,7 @@ async fn through_a_forwarder_an_over_limit_batch_is_split_and_every_part_arrives
 async fn forward_through(
     script: Vec<Canned>,
 ) -> (testserver::ScriptServer, Forwarder, testserver::Harness) {
-    let server = serve_script(script).await;
-    let h = harness("t");
-    let mut batch = Batch::new();
-    for i in 0..10 {
-        let s = series("m", &[("i", &i.to_string())]);
-        batch.push_one(s, MetricKind::Gauge, Sample::new(recent(), i as f64));
-    }
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(newrelic(&server.url)),
-        testserver::forwarder_config("nr"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
-    (server, f, h)
+    testserver::forward_ten(script, "nr", recent(), newrelic).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

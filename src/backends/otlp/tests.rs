@@ -3,20 +3,13 @@
 //! that answer as the specification says a receiver does. No real receiver runs here:
 //! these are not end-to-end.
 
-use std::io::Read as _;
-use std::sync::Arc;
-
 use super::*;
 use crate::backends::prometheus::tests::{request, series};
-use crate::backends::testserver::{self, Canned, harness, serve_script};
+use crate::backends::testserver::{self, Canned, tenant};
 use crate::forward::Forwarder;
 use crate::sample::Sample;
 
 const PROTOBUF: &str = "application/x-protobuf";
-
-fn tenant(s: &str) -> TenantId {
-    TenantId::new(s).expect("valid tenant")
-}
 
 fn otlp(url: &str) -> Otlp {
     Otlp::new(OtlpConfig::new(url)).expect("a valid config")
@@ -24,13 +17,7 @@ fn otlp(url: &str) -> Otlp {
 
 fn decoded(body: &[u8], encoding: Option<&str>) -> ExportMetricsServiceRequest {
     let raw = match encoding {
-        Some("gzip") => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .read_to_end(&mut out)
-                .expect("a gzip body");
-            out
-        }
+        Some("gzip") => testserver::gunzip(body),
         None => body.to_vec(),
         Some(other) => panic!("unexpected content-encoding {other}"),
     };
@@ -395,19 +382,14 @@ async fn a_batch_over_max_request_bytes_is_split_before_sending_and_every_part_a
         "refused before any request: {out:?}"
     );
 
-    let server = serve_script(vec![Canned::status(200)]).await;
-    let h = harness("t");
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let mut c = OtlpConfig::new(server.url.clone());
-    c.max_request_bytes = 2048;
-    c.compression = OtlpCompression::None;
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(Otlp::new(c).expect("valid")),
-        testserver::forwarder_config("otlp"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
+    let script = vec![Canned::status(200)];
+    let (server, f, _h) = testserver::forward_batch(script, "otlp", &batch, |url| {
+        let mut c = OtlpConfig::new(url);
+        c.max_request_bytes = 2048;
+        c.compression = OtlpCompression::None;
+        Otlp::new(c).expect("valid")
+    })
+    .await;
     let requests = server.requests();
     assert!(requests.len() >= 2, "split into parts");
     let mut total = 0;
@@ -426,28 +408,12 @@ async fn forward_through(
     script: Vec<Canned>,
     adjust: impl FnOnce(&mut OtlpConfig),
 ) -> (testserver::ScriptServer, Forwarder, testserver::Harness) {
-    let server = serve_script(script).await;
-    let h = harness("t");
-    let mut batch = Batch::new();
-    for i in 0..10 {
-        let s = series("m", &[("i", &i.to_string())]);
-        batch.push_one(
-            s,
-            MetricKind::Gauge,
-            Sample::new(1_700_000_000_000, i as f64),
-        );
-    }
-    let end = h.tenant.append(&batch).await.expect("append").end;
-    let mut c = OtlpConfig::new(server.url.clone());
-    adjust(&mut c);
-    let f = Forwarder::spawn(
-        Arc::clone(&h.tenant),
-        Arc::new(Otlp::new(c).expect("valid")),
-        testserver::forwarder_config("otlp"),
-    )
-    .expect("spawn");
-    testserver::wait_committed(&f, end).await;
-    (server, f, h)
+    testserver::forward_ten(script, "otlp", 1_700_000_000_000, |url| {
+        let mut c = OtlpConfig::new(url);
+        adjust(&mut c);
+        Otlp::new(c).expect("valid")
+    })
+    .await
 }
 
 fn raw(status: u16, content_type: &str, body: Vec<u8>) -> RawAnswer {

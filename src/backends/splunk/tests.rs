@@ -222,25 +222,7 @@ async fn hec_answers_map_to_permanent_retry_and_too_large() {
     for &(status, body, want) in cases {
         let s = testserver::serve_once(status, &[("Retry-After", "2")], body).await;
         let out = backend(&s.url).send(request(&t, &b)).await;
-        let got = match &out {
-            Outcome::Retry { retry_after, .. } => {
-                assert_eq!(*retry_after, Some(Duration::from_secs(2)));
-                "retry"
-            }
-            Outcome::Rejected {
-                kind: RejectKind::TooLarge,
-                ..
-            } => "too large",
-            Outcome::Rejected {
-                kind: RejectKind::Permanent,
-                reason,
-                ..
-            } => {
-                assert!(reason.contains(body), "{reason}");
-                "permanent"
-            }
-            other => panic!("{other:?}"),
-        };
+        let got = testserver::outcome_word(&out, Duration::from_secs(2), body);
         assert_eq!(got, want, "{status} {body}");
     }
 }
