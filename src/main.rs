@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use metricspool::daemon::settings::{LogFormat, Settings};
 use metricspool::daemon::{self, Daemon, DaemonError, DataDirLock};
+use metricspool::replay::Bound;
 use metricspool::{ReadLimits, Spool, TenantId};
 
 #[derive(Parser)]
@@ -467,30 +468,6 @@ fn verify(args: &ConfigArgs) -> Outcome {
     Ok(ok)
 }
 
-/// An offset or a time bound.
-enum Bound {
-    Offset(u64),
-    Time(i64),
-}
-
-fn bound(s: &str) -> Result<Bound, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse()
-            .map(Bound::Offset)
-            .map_err(|e| format!("{s}: {e}"));
-    }
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("{s:?}: not an offset or RFC 3339 time: {e}"))?;
-    let ms = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("{s}: before 1970"))?
-        .as_millis();
-    i64::try_from(ms)
-        .map(Bound::Time)
-        .map_err(|e| e.to_string())
-}
-
 fn dump(
     config: &ConfigArgs,
     tenant: &str,
@@ -499,7 +476,10 @@ fn dump(
     format: DumpFormat,
 ) -> Outcome {
     let id = TenantId::new(tenant)?;
-    let (from, until) = (from.map(bound).transpose()?, until.map(bound).transpose()?);
+    let (from, until) = (
+        from.map(Bound::parse).transpose()?,
+        until.map(Bound::parse).transpose()?,
+    );
     let (spool, _lock) = config.open()?;
     if !spool.tenants().contains(&id) {
         if spool.keyring().was_erased(&id) {
@@ -694,7 +674,7 @@ fn url_escape(s: &str) -> String {
 }
 
 fn replay_run(a: &ReplayArgs) -> Outcome {
-    use metricspool::replay::{self, Bound, ReplayRequest, ReplayRun};
+    use metricspool::replay::{self, ReplayRequest, ReplayRun};
     let tenant = a.tenant.as_deref().ok_or("--tenant is required")?;
     let to = a.to.clone().ok_or("--to BACKEND is required")?;
     let id = TenantId::new(tenant)?;

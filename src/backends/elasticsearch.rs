@@ -652,7 +652,7 @@ struct BulkResponse {
 
 /// One item of a bulk response.
 #[derive(Debug, Clone, Deserialize)]
-struct ItemResult {
+pub(crate) struct ItemResult {
     status: u16,
     #[serde(default)]
     error: Option<ItemError>,
@@ -686,7 +686,7 @@ impl ItemResult {
 
 /// One result per document sent, in order. `errors: false` means every item succeeded
 /// (its items need not be read).
-fn parse_response(body: &[u8], sent: usize) -> Result<Vec<ItemResult>, String> {
+pub(crate) fn parse_response(body: &[u8], sent: usize) -> Result<Vec<ItemResult>, String> {
     let r: BulkResponse = serde_json::from_slice(body)
         .map_err(|e| format!("the bulk response is not the JSON expected: {e}"))?;
     let ok = ItemResult {

@@ -182,3 +182,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Sends one request and classifies the answer. Must not retry by itself.
     fn send<'a>(&'a self, req: SendRequest<'a>) -> BoxFuture<'a, Outcome>;
 }
+
+/// Entry points for the fuzz targets (`fuzz/fuzz_targets/backend_answers.rs`): the decoders
+/// of what backends answer. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Elasticsearch / OpenSearch `_bulk` response parsing, for a request of `sent` items.
+    #[cfg(feature = "http")]
+    pub fn elasticsearch_bulk_response(body: &[u8], sent: usize) -> bool {
+        super::elasticsearch::parse_response(body, sent).is_ok()
+    }
+
+    /// OTLP `ExportMetricsServiceResponse` and `google.rpc.Status` decoding.
+    #[cfg(feature = "http")]
+    pub fn otlp_response(body: &[u8]) -> bool {
+        super::otlp::decode_answer(body)
+    }
+
+    /// MQTT frames from a broker, split and decoded as the connection reader does.
+    #[cfg(feature = "mqtt")]
+    pub fn mqtt_frames(bytes: &[u8]) -> usize {
+        super::mqtt::decode_all(bytes)
+    }
+}
+

@@ -736,6 +736,17 @@ fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
         .map_err(|e| format!("malformed packet from the broker: {e}"))
 }
 
+/// Decodes every whole frame in `bytes`, as the reader task would; the count of frames
+/// decoded before the first error or the end. For the fuzz target.
+pub(crate) fn decode_all(bytes: &[u8]) -> usize {
+    let mut buf = BytesMut::from(bytes);
+    let mut n = 0;
+    while let Ok(Some(_)) = decode_frame(&mut buf) {
+        n += 1;
+    }
+    n
+}
+
 /// The fixed header's length and the remaining length, once enough bytes are there.
 fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
     let mut remaining = 0usize;

@@ -663,6 +663,24 @@ fn partial_success(a: &RawAnswer) -> Option<(i64, String)> {
     }
 }
 
+/// Runs both answer decoders (protobuf and proto-JSON partial success, error detail) over
+/// `body`; true when a partial success was read. For the fuzz target.
+pub(crate) fn decode_answer(body: &[u8]) -> bool {
+    let mut a = RawAnswer {
+        status: 200,
+        headers: reqwest::header::HeaderMap::new(),
+        body: body.to_vec(),
+        truncated: false,
+    };
+    let binary = partial_success(&a).is_some();
+    let _ = error_detail(&a);
+    a.headers.insert(
+        header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    partial_success(&a).is_some() || binary
+}
+
 /// Status and reason of an error answer: the `google.rpc.Status` message of a protobuf
 /// body, else the body as text.
 fn error_detail(a: &RawAnswer) -> String {

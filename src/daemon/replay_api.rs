@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::server::{AppState, Params, admin, tenant_of};
+use super::server::{AppState, Params, admin_tenant};
 use crate::replay::{Bound, ReplayRequest};
 
 fn bad(e: impl std::fmt::Display) -> Response {
@@ -34,10 +34,7 @@ pub(super) async fn submit(
     Path(tenant): Path<String>,
     q: Params,
 ) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let t = match tenant_of(&s, &tenant) {
+    let t = match admin_tenant(&s, &headers, &tenant) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -73,10 +70,7 @@ pub(super) async fn list(
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let t = match tenant_of(&s, &tenant) {
+    let t = match admin_tenant(&s, &headers, &tenant) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -92,10 +86,7 @@ pub(super) async fn cancel(
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let t = match tenant_of(&s, &tenant) {
+    let t = match admin_tenant(&s, &headers, &tenant) {
         Ok(t) => t,
         Err(r) => return r,
     };

@@ -515,6 +515,17 @@ pub(super) fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// The admin token checked, then the tenant looked up.
+#[allow(clippy::result_large_err, reason = "the error is the response itself")]
+pub(super) fn admin_tenant(
+    s: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+) -> Result<Arc<Tenant>, Response> {
+    admin(s, headers)?;
+    tenant_of(s, tenant)
+}
+
 #[allow(clippy::result_large_err, reason = "the error is the response itself")]
 pub(super) fn tenant_of(s: &AppState, tenant: &str) -> Result<Arc<Tenant>, Response> {
     let id = TenantId::new(tenant)
@@ -540,10 +551,7 @@ async fn admin_dlq_list(
     headers: HeaderMap,
     Path((tenant, backend)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let t = match tenant_of(&s, &tenant) {
+    let t = match admin_tenant(&s, &headers, &tenant) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -567,10 +575,7 @@ async fn admin_dlq_redrive(
     Path((tenant, backend)): Path<(String, String)>,
     q: Params,
 ) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let t = match tenant_of(&s, &tenant) {
+    let t = match admin_tenant(&s, &headers, &tenant) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -616,10 +621,7 @@ async fn admin_rotate_key(
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let t = match tenant_of(&s, &tenant) {
+    let t = match admin_tenant(&s, &headers, &tenant) {
         Ok(t) => t,
         Err(r) => return r,
     };
