@@ -205,4 +205,3 @@ pub mod fuzzing {
         super::mqtt::decode_all(bytes)
     }
 }
-
