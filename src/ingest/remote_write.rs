@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use super::{BatchBuilder, IngestError, IngestLimits};
+use super::{IngestError, IngestLimits};
 use crate::backends::prometheus::{self, DecodeError, MAX_DECODED_LEN, TimeSeries};
 use crate::sample::{Batch, Label, MetricKind, Sample, Series};
 
@@ -52,21 +52,23 @@ pub fn decode_remote_write(body: &[u8], limits: &IngestLimits) -> Result<Batch, 
             limit: limits.max_samples,
         });
     }
-    let mut out = BatchBuilder::new(limits);
+    // One entry per time series, its samples moved over as they are: a request holds each
+    // series once (a repeated one becomes a second entry, which the log stores correctly),
+    // so no per-sample lookup is needed.
+    let mut out = Batch::new();
     for (i, ts) in request.timeseries.into_iter().enumerate() {
         if ts.samples.is_empty() {
             continue;
         }
         let series = series_of(i, &ts)?;
-        for s in &ts.samples {
-            out.push(
-                series.clone(),
-                MetricKind::Unknown,
-                Sample::new(s.timestamp, s.value),
-            )?;
-        }
+        let samples = ts
+            .samples
+            .iter()
+            .map(|s| Sample::new(s.timestamp, s.value))
+            .collect();
+        out.push(series, MetricKind::Unknown, samples);
     }
-    Ok(out.finish())
+    Ok(out)
 }
 
 fn decode_error(e: DecodeError) -> IngestError {
