@@ -247,7 +247,7 @@ fn bars(
         .draw_series(groups.iter().enumerate().map(|(g, name)| {
             Text::new(
                 (*name).to_owned(),
-                (g as f64 + 0.12, -ymax * 0.04),
+                (g as f64 + 0.12, -ymax * 0.025),
                 ("sans-serif", 14),
             )
         }))

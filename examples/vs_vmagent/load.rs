@@ -66,6 +66,12 @@ impl Requests {
         }
     }
 
+    /// The end of the last round's timestamps (exclusive).
+    pub fn end_ms(&self) -> i64 {
+        let rounds = (self.bodies.len() * workload::BATCH).div_ceil(workload::SERIES) as i64;
+        self.start_ms + rounds * workload::SCRAPE_INTERVAL_MS
+    }
+
     /// Compressed bytes over all bodies.
     pub fn wire_bytes(&self) -> u64 {
         self.bodies.iter().map(|b| b.len() as u64).sum()

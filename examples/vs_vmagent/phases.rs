@@ -142,7 +142,7 @@ pub fn outage(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f: &mut 
     let (vm, _) = Vm::start(vm_port);
     f.drain = watch(&vm, &a, f.ingest_samples, Duration::from_secs(90));
     vm.flush();
-    f.drain_count = vm.count(0, reqs.start_ms + 365 * 86_400_000);
+    f.drain_count = vm.count(reqs.start_ms, reqs.end_ms());
     if let Some(lag) = a.lag() {
         eprintln!("  {}: forward lag after the drain: {lag}", kind.name());
     }
@@ -201,7 +201,7 @@ pub fn pass_through(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f:
     f.pass_agent_cores = (cpu_seconds(&apid) - a0) / e2e;
     f.pass_vm_cores = (cpu_seconds(&vpid) - v0) / e2e;
     vm.flush();
-    f.pass_count = vm.count(0, reqs.start_ms + 365 * 86_400_000);
+    f.pass_count = vm.count(reqs.start_ms, reqs.end_ms());
 }
 
 /// Phase 4: ingest with the backend down, SIGKILL after `kill_after`, restart, start the
