@@ -61,28 +61,48 @@ pub fn table(all: &[(Kind, Figures)], p: &Params, sink: (f64, f64)) -> String {
     r(&mut o, "1. peak RSS (VmHWM)", &|x| {
         (format!("{:.0} MiB", x.peak_rss_mib), x.peak_rss_mib)
     });
-    r(&mut o, "1. bytes on disk per sample (du, after clean stop)", &|x| {
-        (format!("{:.2}", x.bytes_per_sample()), x.bytes_per_sample())
-    });
-    r(&mut o, "1. bytes on disk per sample right after ingest", &|x| {
-        let b = x.du_after_ingest as f64 / x.ingest_samples.max(1) as f64;
-        (format!("{b:.2}"), b)
-    });
+    r(
+        &mut o,
+        "1. bytes on disk per sample (du, after clean stop)",
+        &|x| (format!("{:.2}", x.bytes_per_sample()), x.bytes_per_sample()),
+    );
+    r(
+        &mut o,
+        "1. bytes on disk per sample right after ingest",
+        &|x| {
+            let b = x.du_after_ingest as f64 / x.ingest_samples.max(1) as f64;
+            (format!("{b:.2}"), b)
+        },
+    );
     for (i, &step) in p.steps.iter().enumerate() {
-        r(&mut o, &format!("5. RSS at {} buffered", m(step as f64)), &|x| {
-            x.rss_at.get(i).map_or(("–".into(), f64::NAN), |s| {
-                (format!("{:.0} MiB (peak {:.0})", s.1, s.2), s.1)
-            })
-        });
+        r(
+            &mut o,
+            &format!("5. RSS at {} buffered", m(step as f64)),
+            &|x| {
+                x.rss_at.get(i).map_or(("–".into(), f64::NAN), |s| {
+                    (format!("{:.0} MiB (peak {:.0})", s.1, s.2), s.1)
+                })
+            },
+        );
     }
     r(&mut o, "6. clean stop (SIGTERM to exit)", &|x| {
         (format!("{:.3} s", x.stop_seconds), x.stop_seconds)
     });
-    r(&mut o, "6. restart over the backlog: spawn to healthy", &|x| {
-        (opt(x.restart_health, "s"), x.restart_health.unwrap_or(f64::NAN))
-    });
+    r(
+        &mut o,
+        "6. restart over the backlog: spawn to healthy",
+        &|x| {
+            (
+                opt(x.restart_health, "s"),
+                x.restart_health.unwrap_or(f64::NAN),
+            )
+        },
+    );
     r(&mut o, "6. spawn to /readyz", &|x| {
-        (opt(x.restart_ready, "s"), x.restart_ready.unwrap_or(f64::NAN))
+        (
+            opt(x.restart_ready, "s"),
+            x.restart_ready.unwrap_or(f64::NAN),
+        )
     });
     r(&mut o, "2. drain: backend healthy to first sample", &|x| {
         (opt(x.drain.first, "s"), x.drain.first.unwrap_or(f64::NAN))
@@ -182,8 +202,17 @@ pub fn png(all: &[(Kind, Figures)], path: &Path) {
             ]
         })
         .collect();
-    bars(&left, "M samples/s (higher is better)", &groups, &rates, all);
-    let bytes: Vec<Vec<f64>> = all.iter().map(|(_, f)| vec![f.bytes_per_sample()]).collect();
+    bars(
+        &left,
+        "M samples/s (higher is better)",
+        &groups,
+        &rates,
+        all,
+    );
+    let bytes: Vec<Vec<f64>> = all
+        .iter()
+        .map(|(_, f)| vec![f.bytes_per_sample()])
+        .collect();
     bars(
         &right,
         "bytes on disk per sample (lower is better)",

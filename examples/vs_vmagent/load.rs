@@ -140,8 +140,11 @@ pub fn send(
                 Arc::clone(acks),
                 Arc::clone(stop),
             );
-            let (acked, failed, first_error) =
-                (Arc::clone(&acked), Arc::clone(&failed), Arc::clone(&first_error));
+            let (acked, failed, first_error) = (
+                Arc::clone(&acked),
+                Arc::clone(&failed),
+                Arc::clone(&first_error),
+            );
             let end = range.end;
             std::thread::spawn(move || {
                 let mut conn = match Conn::open(target.port) {

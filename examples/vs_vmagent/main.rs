@@ -107,8 +107,14 @@ fn parse_args() -> Args {
             o => panic!("unknown argument {o} (see the doc comment of examples/vs_vmagent)"),
         }
     }
-    assert!(!a.params.steps.is_empty(), "--steps needs at least one size");
-    assert!(a.params.steps.windows(2).all(|w| w[0] < w[1]), "--steps must grow");
+    assert!(
+        !a.params.steps.is_empty(),
+        "--steps needs at least one size"
+    );
+    assert!(
+        a.params.steps.windows(2).all(|w| w[0] < w[1]),
+        "--steps must grow"
+    );
     a
 }
 
@@ -117,7 +123,10 @@ fn main() {
     let p = &args.params;
     let last = *p.steps.last().expect("a step");
     let n = (last.max(p.pass_samples) / PER_REQUEST) as usize;
-    eprintln!("encoding {} samples ({n} requests)...", n as u64 * PER_REQUEST);
+    eprintln!(
+        "encoding {} samples ({n} requests)...",
+        n as u64 * PER_REQUEST
+    );
     let reqs = Arc::new(Requests::generate(n));
     let samples = n as u64 * PER_REQUEST;
     println!(

@@ -108,7 +108,15 @@ pub fn outage(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f: &mut 
     let (mut from, mut seconds) = (0usize, 0.0);
     for &step in &p.steps {
         let to = (step / PER_REQUEST) as usize;
-        let s = send(&t, reqs, from..to, p.conns, &acks, &stop, Duration::from_secs(600));
+        let s = send(
+            &t,
+            reqs,
+            from..to,
+            p.conns,
+            &acks,
+            &stop,
+            Duration::from_secs(600),
+        );
         seconds += s.seconds;
         f.ingest_failed += s.failed;
         if let Some(e) = s.first_error {
@@ -165,8 +173,13 @@ pub fn watch(vm: &Vm, a: &Agent, expected: u64, idle: Duration) -> Drain {
             last_change = now;
             last_at = now;
         }
-        let waited = if first.is_some() { idle } else { idle + Duration::from_secs(60) };
-        if rows >= expected || now - last_change > waited || t0.elapsed() > Duration::from_secs(900) {
+        let waited = if first.is_some() {
+            idle
+        } else {
+            idle + Duration::from_secs(60)
+        };
+        if rows >= expected || now - last_change > waited || t0.elapsed() > Duration::from_secs(900)
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -192,11 +205,22 @@ pub fn pass_through(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f:
     let acks = Arc::new(Acks::new(reqs.bodies.len()));
     let stop = Arc::new(AtomicBool::new(false));
     let (a0, v0, t0) = (cpu_seconds(&apid), cpu_seconds(&vpid), Instant::now());
-    let s = send(&target(&a), reqs, 0..n, p.conns, &acks, &stop, Duration::from_secs(600));
+    let s = send(
+        &target(&a),
+        reqs,
+        0..n,
+        p.conns,
+        &acks,
+        &stop,
+        Duration::from_secs(600),
+    );
     let sent = s.acked * PER_REQUEST;
     f.pass_ingest_rate = sent as f64 / s.seconds;
     let d = watch(&vm, &a, sent, Duration::from_secs(20));
-    let e2e = t0.elapsed().as_secs_f64().min(s.seconds + d.first.unwrap_or(0.0) + d.seconds);
+    let e2e = t0
+        .elapsed()
+        .as_secs_f64()
+        .min(s.seconds + d.first.unwrap_or(0.0) + d.seconds);
     f.pass_rate = d.received.min(sent) as f64 / e2e;
     f.pass_agent_cores = (cpu_seconds(&apid) - a0) / e2e;
     f.pass_vm_cores = (cpu_seconds(&vpid) - v0) / e2e;
@@ -220,7 +244,17 @@ pub fn kill9(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f: &mut F
             Arc::clone(&stop),
             p.conns,
         );
-        std::thread::spawn(move || send(&t, &reqs, 0..n, conns, &acks, &stop, Duration::from_secs(600)))
+        std::thread::spawn(move || {
+            send(
+                &t,
+                &reqs,
+                0..n,
+                conns,
+                &acks,
+                &stop,
+                Duration::from_secs(600),
+            )
+        })
     };
     std::thread::sleep(p.kill_after);
     f.kill.still_sending = !sender.is_finished();

@@ -227,7 +227,12 @@ impl Agent {
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         v["tenants"].as_array()?.iter().try_fold(0u64, |acc, t| {
             let b = t["backends"].as_array()?;
-            Some(acc + b.iter().filter_map(|c| c["lag_samples"].as_u64()).sum::<u64>())
+            Some(
+                acc + b
+                    .iter()
+                    .filter_map(|c| c["lag_samples"].as_u64())
+                    .sum::<u64>(),
+            )
         })
     }
 }
@@ -308,7 +313,10 @@ impl Vm {
         let path = format!("/api/v1/query?query={}&time={at:.3}&nocache=1", enc(&q));
         let (st, body) = http_get(self.port, &path).ok()?;
         if st != 200 {
-            eprintln!("  VM query {q}: HTTP {st}: {}", &body[..body.len().min(300)]);
+            eprintln!(
+                "  VM query {q}: HTTP {st}: {}",
+                &body[..body.len().min(300)]
+            );
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -316,7 +324,11 @@ impl Vm {
         if r.as_array().is_some_and(|a| a.is_empty()) {
             return Some(0);
         }
-        r[0]["value"][1].as_str()?.parse::<f64>().ok().map(|x| x as u64)
+        r[0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()
+            .map(|x| x as u64)
     }
 
     pub fn flush(&self) {
