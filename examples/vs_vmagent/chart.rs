@@ -151,6 +151,10 @@ pub fn table(all: &[(Kind, Figures)], p: &Params, sink: (f64, f64)) -> String {
     r(&mut o, "4. kill -9: acknowledged / issued samples", &|x| {
         (format!("{} / {}", x.kill.acked, x.kill.issued), f64::NAN)
     });
+    r(&mut o, "4. kill -9: killed after (still sending?)", &|x| {
+        let s = if x.kill.still_sending { "yes" } else { "no" };
+        (format!("{:.1} s ({s})", x.kill.at_seconds), f64::NAN)
+    });
     r(&mut o, "4. kill -9: acknowledged samples lost", &|x| {
         let pct = |n: u64| 100.0 * n as f64 / x.kill.acked.max(1) as f64;
         let s = if x.kill.lost_lo == x.kill.lost_hi {

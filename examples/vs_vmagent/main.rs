@@ -3,7 +3,7 @@
 //! ```text
 //! cargo build --release --bin metricspool --example vs_vmagent
 //! target/release/examples/vs_vmagent [--steps 2M,5M,10M] [--pass 5M] [--conns 4]
-//!     [--kill-after 6s] [--agents metricspool,vmagent] [--metricspool PATH]
+//!     [--kill-at 3M] [--kill-after 60s] [--agents metricspool,vmagent] [--metricspool PATH]
 //!     [--chart docs/bench/vs-vmagent.png]
 //! ```
 //!
@@ -26,8 +26,10 @@
 //!    in, exact count (`count_over_time` after `/internal/force_flush`; VictoriaMetrics keeps
 //!    duplicates, so the count shows loss and duplication alike);
 //! 3. pass-through with VictoriaMetrics up: `--pass` samples end to end;
-//! 4. SIGKILL `--kill-after` into an ingest with the backend down, restart, drain, count per
-//!    15 s round: acknowledged samples lost.
+//! 4. SIGKILL once `--kill-at` samples are acknowledged (at most `--kill-after` in) during an
+//!    ingest with the backend down, restart, start the backend, drain, count per 15 s round
+//!    (and per request, from `/api/v1/export`, where a round's count is ambiguous):
+//!    acknowledged samples lost.
 
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
@@ -71,7 +73,8 @@ fn parse_args() -> Args {
             conns: 4,
             steps: vec![2_000_000, 5_000_000, 10_000_000],
             pass_samples: 5_000_000,
-            kill_after: Duration::from_secs(6),
+            kill_after: Duration::from_secs(60),
+            kill_at: 3_000_000,
         },
         agents: vec![Kind::Metricspool, Kind::Vmagent],
         bin: exe
@@ -92,6 +95,7 @@ fn parse_args() -> Args {
                 a.params.kill_after =
                     humantime::parse_duration(&val()).expect("--kill-after: e.g. 6s")
             }
+            "--kill-at" => a.params.kill_at = count(&val()),
             "--agents" => {
                 a.agents = val()
                     .split(',')

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::load::{Acks, PER_REQUEST, Requests, Target, send};
-use crate::procs::{Agent, Kind, Vm, cpu_seconds, du, free_port, status_mib};
+use crate::procs::{Agent, Kind, Vm, cpu_seconds, du, free_port, series_key, status_mib};
 use crate::workload;
 
 /// The run's parameters.
@@ -17,6 +17,8 @@ pub struct Params {
     pub steps: Vec<u64>,
     pub pass_samples: u64,
     pub kill_after: Duration,
+    /// Acknowledged samples after which phase 4 kills the agent.
+    pub kill_at: u64,
 }
 
 /// What one agent measured.
@@ -85,6 +87,47 @@ pub struct Kill {
     pub lost_hi: u64,
     pub duplicated: u64,
     pub still_sending: bool,
+    /// Seconds from the first request to SIGKILL.
+    pub at_seconds: f64,
+}
+
+/// For one round whose count cannot tell which requests are missing: the samples stored per
+/// request (each request is one tenth of the series, the same tenth every round), from
+/// VictoriaMetrics' export. (acknowledged samples lost, duplicated samples).
+fn per_request(
+    vm: &Vm,
+    from: i64,
+    idx: std::ops::Range<usize>,
+    acked: &[bool],
+) -> Option<(u64, u64)> {
+    let stored = vm.export_counts(from, from + workload::SCRAPE_INTERVAL_MS)?;
+    let mut w = workload::Workload::new(workload::DEFAULT_SEED);
+    let per_round = workload::SERIES / workload::BATCH;
+    let (mut lost, mut dup) = (0, 0);
+    for k in 0..per_round {
+        let batch = w.next_batch();
+        let i = idx.start / per_round * per_round + k;
+        if !idx.contains(&i) {
+            continue;
+        }
+        let mut have = 0u64;
+        for e in batch.entries() {
+            let mut labels: Vec<(String, String)> = e
+                .series
+                .labels()
+                .iter()
+                .map(|l| (l.name.to_string(), l.value.to_string()))
+                .collect();
+            labels.push(("__name__".into(), e.series.name().to_owned()));
+            let n = stored.get(&series_key(labels)).copied().unwrap_or(0);
+            have += n.min(1);
+            dup += n.saturating_sub(1);
+        }
+        if acked[i] {
+            lost += PER_REQUEST - have.min(PER_REQUEST);
+        }
+    }
+    Some((lost, dup))
 }
 
 fn target(a: &Agent) -> Target {
@@ -256,7 +299,17 @@ pub fn kill9(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f: &mut F
             )
         })
     };
-    std::thread::sleep(p.kill_after);
+    // Kill once `kill_at` samples are acknowledged (mid-load for both agents), or after
+    // `kill_after` at the latest.
+    let t0 = Instant::now();
+    let want = (p.kill_at / PER_REQUEST) as usize;
+    while t0.elapsed() < p.kill_after
+        && (0..n).filter(|&i| acks.get(i)).count() < want
+        && !sender.is_finished()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f.kill.at_seconds = t0.elapsed().as_secs_f64();
     f.kill.still_sending = !sender.is_finished();
     a.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -284,9 +337,21 @@ pub fn kill9(kind: Kind, bin: &Path, reqs: &Arc<Requests>, p: &Params, f: &mut F
             .count(from, from + workload::SCRAPE_INTERVAL_MS)
             .unwrap_or(0);
         f.kill.stored += stored;
-        f.kill.lost_lo += ack_r.saturating_sub(stored);
-        f.kill.lost_hi += ack_r.min((ack_r + unack_r).saturating_sub(stored));
-        f.kill.duplicated += stored.saturating_sub(ack_r + unack_r);
+        let ambiguous = ack_r > 0 && unack_r > 0 && stored < ack_r + unack_r;
+        let exact = if ambiguous {
+            per_request(&vm, from, idx.clone(), &acked)
+        } else {
+            None
+        };
+        if let Some((lost, dup)) = exact {
+            f.kill.lost_lo += lost;
+            f.kill.lost_hi += lost;
+            f.kill.duplicated += dup;
+        } else {
+            f.kill.lost_lo += ack_r.saturating_sub(stored);
+            f.kill.lost_hi += ack_r.min((ack_r + unack_r).saturating_sub(stored));
+            f.kill.duplicated += stored.saturating_sub(ack_r + unack_r);
+        }
     }
     a.stop();
 }

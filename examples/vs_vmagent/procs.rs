@@ -331,6 +331,37 @@ impl Vm {
             .map(|x| x as u64)
     }
 
+    /// Samples per series (key: [`series_key`] of its labels, `__name__` included) with
+    /// timestamps in `[from_ms, to_ms)`, from `/api/v1/export`.
+    pub fn export_counts(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Option<std::collections::HashMap<String, u64>> {
+        let path = format!(
+            "/api/v1/export?match[]={}&start={:.3}&end={:.3}",
+            enc("{__name__=~\".+\"}"),
+            from_ms as f64 / 1000.0,
+            (to_ms - 1) as f64 / 1000.0
+        );
+        let (st, body) = http_get(self.port, &path).ok()?;
+        if st != 200 {
+            return None;
+        }
+        let mut out = std::collections::HashMap::new();
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            let labels: Vec<(String, String)> = v["metric"]
+                .as_object()?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let n = v["timestamps"].as_array().map_or(0, |a| a.len() as u64);
+            *out.entry(series_key(labels)).or_insert(0) += n;
+        }
+        Some(out)
+    }
+
     pub fn flush(&self) {
         let _ = http_get(self.port, "/internal/force_flush");
     }
@@ -351,6 +382,19 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A canonical key of a label set: sorted `name=value` pairs, NUL-separated.
+pub fn series_key(mut labels: Vec<(String, String)>) -> String {
+    labels.sort();
+    let mut k = String::new();
+    for (n, v) in labels {
+        k.push_str(&n);
+        k.push('=');
+        k.push_str(&v);
+        k.push('\0');
+    }
+    k
 }
 
 // ---------------------------------------------------------------------------------------
