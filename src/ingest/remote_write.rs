@@ -15,6 +15,7 @@
 //!   so they are skipped unread (and not counted); a series carrying only those yields no
 //!   sample and is not validated.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{IngestError, IngestLimits};
@@ -56,11 +57,14 @@ pub fn decode_remote_write(body: &[u8], limits: &IngestLimits) -> Result<Batch, 
     // series once (a repeated one becomes a second entry, which the log stores correctly),
     // so no per-sample lookup is needed.
     let mut out = Batch::new();
-    for (i, ts) in request.timeseries.into_iter().enumerate() {
+    // Label names and many values repeat across the series of a request: share one string
+    // each instead of allocating it per series.
+    let mut strings: HashMap<&str, Arc<str>> = HashMap::new();
+    for (i, ts) in request.timeseries.iter().enumerate() {
         if ts.samples.is_empty() {
             continue;
         }
-        let series = series_of(i, &ts)?;
+        let series = series_of(i, ts, &mut strings)?;
         let samples = ts
             .samples
             .iter()
@@ -81,7 +85,11 @@ fn decode_error(e: DecodeError) -> IngestError {
 }
 
 /// The series of `timeseries[index]`.
-fn series_of(index: usize, ts: &TimeSeries) -> Result<Series, IngestError> {
+fn series_of<'a>(
+    index: usize,
+    ts: &'a TimeSeries,
+    strings: &mut HashMap<&'a str, Arc<str>>,
+) -> Result<Series, IngestError> {
     let bad = |what: String| IngestError::malformed(FORMAT, format!("timeseries[{index}]: {what}"));
     let mut name: Option<&str> = None;
     let mut labels: Vec<Label> = Vec::with_capacity(ts.labels.len());
@@ -92,8 +100,8 @@ fn series_of(index: usize, ts: &TimeSeries) -> Result<Series, IngestError> {
             }
         } else if !l.value.is_empty() {
             labels.push(Label {
-                name: Arc::from(l.name.as_str()),
-                value: Arc::from(l.value.as_str()),
+                name: shared(strings, &l.name),
+                value: shared(strings, &l.value),
             });
         }
     }
@@ -104,6 +112,11 @@ fn series_of(index: usize, ts: &TimeSeries) -> Result<Series, IngestError> {
         return Err(bad(format!("the label {:?} appears twice", &*w[0].name)));
     }
     Ok(Series::from_labels(name.to_owned(), labels)?)
+}
+
+/// The one shared copy of `s` in this request (a request's strings are bounded by its size).
+fn shared<'a>(strings: &mut HashMap<&'a str, Arc<str>>, s: &'a str) -> Arc<str> {
+    strings.entry(s).or_insert_with(|| Arc::from(s)).clone()
 }
 
 #[cfg(test)]
