@@ -25,6 +25,8 @@
 //! same backlog: reading (decrypt, decompress, decode), encoding the request body for the
 //! backend, and the rest of a send (HTTP round trip and the backend's work).
 
+#[path = "shared/http.rs"]
+mod http;
 #[path = "../benches/workload/mod.rs"]
 mod workload;
 
@@ -328,55 +330,12 @@ fn enc(s: &str) -> String {
     out
 }
 
-fn http_request(method: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    c.set_read_timeout(Some(Duration::from_secs(300)))?;
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    http_request("GET", port, path)
+    http::http_request("GET", port, path, "", Duration::from_secs(300))
 }
 
 fn http_post(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    http_request("POST", port, path)
+    http::http_request("POST", port, path, "", Duration::from_secs(300))
 }
 
 /// Every number that follows `key` in a JSON text (`"value":[1700000000,"42"]` gives 42 for

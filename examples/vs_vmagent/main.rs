@@ -31,6 +31,8 @@
 //!    (and per request, from `/api/v1/export`, where a round's count is ambiguous):
 //!    acknowledged samples lost.
 
+#[path = "../shared/http.rs"]
+mod http;
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
 
