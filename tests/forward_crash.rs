@@ -54,13 +54,14 @@ const LIVE_LANE: u64 = 15_000;
 /// one per tenant, after each of the first kills.
 const INITIAL_APPENDS: usize = 6;
 
-/// What the parent appends before the first child starts: 120,000 samples per tenant.
+/// 240,000 samples per tenant, appended in 10,000-sample slices: six before the first child,
+/// one after each kill, so the children are killed while data is still being forwarded.
 fn data_sets() -> Vec<DataSet> {
     TENANTS
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let mut s = DataSet::new("crash_samples", t, 60, 2_000);
+            let mut s = DataSet::new("crash_samples", t, 60, 4_000);
             s.seed = i as u64 + 1;
             s
         })
@@ -344,7 +345,10 @@ fn forwarding_killed_at_random_moments_still_delivers_everything_exactly_once() 
             );
             if committed < end {
                 kills_mid_drain += 1;
-            } else if kills >= MIN_KILLS && later.len() == 0 {
+            } else if kills >= MIN_KILLS
+                && kills_mid_drain >= MIN_KILLS.min(10)
+                && later.len() == 0
+            {
                 break;
             }
         } else {
