@@ -345,9 +345,7 @@ fn forwarding_killed_at_random_moments_still_delivers_everything_exactly_once() 
             );
             if committed < end {
                 kills_mid_drain += 1;
-            } else if kills >= MIN_KILLS
-                && kills_mid_drain >= MIN_KILLS.min(10)
-                && later.len() == 0
+            } else if kills >= MIN_KILLS && kills_mid_drain >= MIN_KILLS.min(10) && later.len() == 0
             {
                 break;
             }
